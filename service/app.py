@@ -1,0 +1,68 @@
+"""create_app(): the FastAPI application (uvicorn runs `service.app:create_app` as a factory)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import Depends, FastAPI
+
+from service.body_limit import BodyLimit
+from service.context import Context, require_token
+from service.jobs import JobStore
+from service.problems import install_handlers
+from service.routes import health, jobs, quantize, schema
+from service.settings import Settings, get_settings
+from service.storage import BlobStore
+from worker.celery_app import make_celery
+
+log = logging.getLogger(__name__)
+MULTIPART_OVERHEAD = 1024 * 1024  # bytes of form framing allowed on top of the three parts
+
+
+async def _sweep_forever(ctx: Context) -> None:
+    """Retention: finished jobs older than JOB_RETENTION go with their files."""
+    while True:
+        try:
+            removed = await asyncio.to_thread(ctx.jobs.sweep, ctx.settings.job_retention, ctx.blobs)
+            if removed:
+                log.info("retention sweep removed %d job(s)", len(removed))
+        except Exception:
+            log.exception("retention sweep failed; retrying in %d s", ctx.settings.sweep_interval)
+        await asyncio.sleep(ctx.settings.sweep_interval)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.storage_dir.mkdir(parents=True, exist_ok=True)
+    ctx = Context(
+        settings=settings,
+        jobs=JobStore.from_settings(settings),
+        blobs=BlobStore(settings.storage_dir),
+        celery=make_celery(settings),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        sweeper = asyncio.create_task(_sweep_forever(ctx))
+        yield
+        sweeper.cancel()
+
+    app = FastAPI(
+        title="tvmq",
+        summary="int8 post-training quantization and compilation of ONNX models with Apache TVM",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.context = ctx
+    install_handlers(app)
+    protected = [Depends(require_token)]
+    app.include_router(health.router)
+    app.include_router(quantize.router, dependencies=protected)
+    app.include_router(jobs.router, dependencies=protected)
+    app.include_router(schema.router, dependencies=protected)
+    limit = settings.max_model_bytes + settings.max_calibration_bytes + settings.max_qconfig_bytes
+    app.add_middleware(BodyLimit, path="/quantize", limit=limit + MULTIPART_OVERHEAD)
+    return app

@@ -1,0 +1,180 @@
+"""Job status, listing, results and cancellation, all read from our own Redis records."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse
+from pydantic import BaseModel
+
+from service.context import Context, get_context
+from service.jobs import Job, State
+from service.problems import ApiError, job_not_found
+from service.storage import is_job_id
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobLinks(BaseModel):
+    self: str
+    artifact: str | None
+    report: str | None
+    report_html: str | None
+
+
+class JobView(BaseModel):
+    id: str
+    state: State
+    stage: str | None
+    progress: int
+    model_name: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: JobError | None
+    links: JobLinks
+
+
+class JobPage(BaseModel):
+    items: list[JobView]
+    total: int
+    offset: int
+    limit: int
+    next: str | None
+
+
+def _time(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+def _view(request: Request, job: Job) -> JobView:
+    done = job.state == "succeeded"
+
+    def link(name: str) -> str | None:
+        return str(request.url_for(name, job_id=job.id)) if done else None
+
+    return JobView(
+        id=job.id,
+        state=job.state,
+        stage=job.stage,
+        progress=job.progress,
+        model_name=job.model_name,
+        created_at=_time(job.created_at),
+        started_at=_time(job.started_at),
+        finished_at=_time(job.finished_at),
+        error=JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None,
+        links=JobLinks(
+            self=str(request.url_for("get_job", job_id=job.id)),
+            artifact=link("get_artifact"),
+            report=link("get_report"),
+            report_html=link("get_report_html"),
+        ),
+    )
+
+
+def _job(ctx: Context, job_id: str) -> Job:
+    job = ctx.jobs.get(job_id) if is_job_id(job_id) else None
+    if job is None:
+        raise job_not_found(job_id)
+    return job
+
+
+def _result_file(ctx: Context, job_id: str, path_of: str) -> Path:
+    """The file of a succeeded job; 409 while the job is not finished, 404 when it has none."""
+    job = _job(ctx, job_id)
+    if not job.finished:
+        raise ApiError(
+            409, "E_NOT_FINISHED", f"job {job_id} is {job.state}; poll GET /jobs/{job_id}", state=job.state
+        )
+    path = getattr(ctx.blobs, path_of)(job_id)
+    if job.state != "succeeded" or not path.is_file():
+        reason = f" ({job.error_code}: {job.error_message})" if job.error_code else ""
+        raise ApiError(
+            404, "E_NO_RESULT", f"job {job_id} is {job.state}{reason}: it has no {path.name}", state=job.state
+        )
+    return path
+
+
+@router.get("", response_model=JobPage, summary="Recent jobs, newest first")
+def list_jobs(
+    request: Request,
+    ctx: Annotated[Context, Depends(get_context)],
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> JobPage:
+    jobs, total = ctx.jobs.recent(offset, limit)
+    following = offset + limit
+    next_url = (
+        str(request.url.include_query_params(offset=following, limit=limit)) if following < total else None
+    )
+    return JobPage(
+        items=[_view(request, j) for j in jobs], total=total, offset=offset, limit=limit, next=next_url
+    )
+
+
+@router.get("/{job_id}", response_model=JobView, name="get_job", summary="A job's state and progress")
+def get_job(job_id: str, request: Request, ctx: Annotated[Context, Depends(get_context)]) -> JobView:
+    return _view(request, _job(ctx, job_id))
+
+
+@router.get(
+    "/{job_id}/artifact",
+    name="get_artifact",
+    response_class=FileResponse,
+    summary="The compiled shared library (load with tvm.runtime.load_module)",
+)
+def get_artifact(job_id: str, ctx: Annotated[Context, Depends(get_context)]) -> FileResponse:
+    path = _result_file(ctx, job_id, "artifact_path")
+    return FileResponse(path, media_type="application/octet-stream", filename=f"{job_id}.so")
+
+
+@router.get(
+    "/{job_id}/report",
+    name="get_report",
+    response_class=FileResponse,
+    summary="The verification report (JSON)",
+)
+def get_report(job_id: str, ctx: Annotated[Context, Depends(get_context)]) -> FileResponse:
+    return FileResponse(_result_file(ctx, job_id, "report_path"), media_type="application/json")
+
+
+@router.get(
+    "/{job_id}/report.html",
+    name="get_report_html",
+    response_class=HTMLResponse,
+    summary="The verification report as a readable page",
+)
+def get_report_html(job_id: str, ctx: Annotated[Context, Depends(get_context)]) -> HTMLResponse:
+    from worker.report.html import render_report_html
+
+    report = json.loads(_result_file(ctx, job_id, "report_path").read_text())
+    return HTMLResponse(render_report_html(report))
+
+
+@router.delete(
+    "/{job_id}",
+    name="delete_job",
+    response_model=JobView,
+    responses={204: {"description": "a finished job and its files were deleted"}},
+    summary="Cancel a queued or running job, or delete a finished one; its files go either way",
+)
+def delete_job(
+    job_id: str, request: Request, ctx: Annotated[Context, Depends(get_context)]
+) -> JobView | Response:
+    _job(ctx, job_id)
+    if ctx.jobs.cancel(job_id):
+        ctx.celery.control.revoke(job_id, terminate=True, signal="SIGTERM")
+        ctx.blobs.delete(job_id)
+        return _view(request, _job(ctx, job_id))
+    ctx.jobs.delete(job_id)
+    ctx.blobs.delete(job_id)
+    return Response(status_code=204)

@@ -1,0 +1,99 @@
+"""POST /quantize: validate everything cheap, store the inputs, create the job record, enqueue."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path, PurePath
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
+from kombu.exceptions import KombuError
+from pydantic import BaseModel
+from redis.exceptions import RedisError
+
+from service.context import Context, get_context
+from service.jobs import new_job_id
+from service.problems import ApiError, too_large
+from service.validation import check_calibration, check_calibration_required, model_inputs
+from worker.qconfig import parse_qconfig
+from worker.tasks import TASK_NAME
+
+router = APIRouter(tags=["jobs"])
+
+
+class Submitted(BaseModel):
+    job_id: str
+    status_url: str
+
+
+def _save(upload: UploadFile, field: str, limit: int, dest: Path) -> None:
+    if upload.size is not None and upload.size > limit:
+        raise too_large(field, limit)
+    upload.file.seek(0)
+    with dest.open("wb") as out:
+        shutil.copyfileobj(upload.file, out, length=1024 * 1024)
+    if dest.stat().st_size > limit:
+        raise too_large(field, limit)
+
+
+@router.post(
+    "/quantize",
+    status_code=202,
+    response_model=Submitted,
+    summary="Submit an ONNX model for int8 quantization and compilation",
+    responses={413: {"description": "an upload is over its size limit"}, 422: {"description": "bad input"}},
+)
+def submit(
+    request: Request,
+    response: Response,
+    ctx: Annotated[Context, Depends(get_context)],
+    model: Annotated[UploadFile, File(description="the ONNX model (one self-contained file)")],
+    calibration: Annotated[
+        UploadFile | None,
+        File(
+            description=".npz keyed by model input name, samples stacked on axis 0; "
+            "required unless calibrate_mode is global_scale"
+        ),
+    ] = None,
+    qconfig: Annotated[str | None, Form(description="qconfig JSON (see GET /qconfig/schema)")] = None,
+) -> Submitted:
+    settings = ctx.settings
+    if qconfig is not None and len(qconfig.encode()) > settings.max_qconfig_bytes:
+        raise too_large("qconfig", settings.max_qconfig_bytes)
+    config = parse_qconfig(qconfig)
+    if calibration is not None and not calibration.filename and not calibration.size:
+        calibration = None  # an empty optional file part, as some form clients send
+    check_calibration_required(config, calibration is not None)
+
+    job_id = new_job_id()
+    try:
+        ctx.blobs.prepare_inputs(job_id)
+        _save(model, "model", settings.max_model_bytes, ctx.blobs.model_path(job_id))
+        if calibration is not None:
+            _save(
+                calibration, "calibration", settings.max_calibration_bytes, ctx.blobs.calibration_path(job_id)
+            )
+        inputs = model_inputs(ctx.blobs.model_path(job_id))
+        if calibration is not None:
+            check_calibration(
+                ctx.blobs.calibration_path(job_id), inputs, settings.max_calibration_unpacked_bytes
+            )
+        ctx.jobs.create(
+            job_id,
+            qconfig=config.model_dump_json(exclude_unset=True),
+            has_calibration=calibration is not None,
+            model_name=PurePath(model.filename or "model.onnx").name[:200],
+        )
+        ctx.celery.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=settings.celery_queue)
+    except (RedisError, KombuError) as exc:
+        ctx.blobs.delete(job_id)
+        raise ApiError(
+            503, "E_UNAVAILABLE", f"the job queue is unreachable ({exc}); try again later"
+        ) from None
+    except BaseException:
+        ctx.blobs.delete(job_id)
+        ctx.jobs.delete(job_id)
+        raise
+    status_url = str(request.url_for("get_job", job_id=job_id))
+    response.headers["Location"] = status_url
+    return Submitted(job_id=job_id, status_url=status_url)

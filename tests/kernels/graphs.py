@@ -1,0 +1,98 @@
+"""Small Relax graphs shaped like the quantizer's realize output (and their float twins)."""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+
+def conv_block(
+    dtype: str,
+    data_shape: tuple[int, int, int, int],
+    out_channels: int,
+    kernel: int,
+    stride: int,
+    pad: int,
+    groups: int,
+    rng: np.random.Generator,
+    weight_limit: int = 127,
+) -> tvm.IRModule:
+    """conv2d (+ int8 requantize epilogue or float bias/relu) + max_pool2d."""
+    n, c, _, _ = data_shape
+    w_shape = (out_channels, c // groups, kernel, kernel)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(data_shape, dtype))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            if dtype == "int8":
+                w = rng.integers(-weight_limit - 1, weight_limit + 1, size=w_shape).astype(np.int8)
+                y = bb.emit(relax.op.nn.conv2d(x, relax.const(w), stride, pad, groups=groups, out_dtype="int32"))
+                bias = rng.integers(-5000, 5000, size=(1, out_channels, 1, 1)).astype(np.int32)
+                y = bb.emit(relax.op.add(y, relax.const(bias)))
+                y = bb.emit(relax.op.astype(y, "int64"))
+                mult = rng.integers(1 << 10, 1 << 14, size=(1, out_channels, 1, 1)).astype(np.int64)
+                y = bb.emit(relax.op.multiply(y, relax.const(mult)))
+                y = bb.emit(relax.op.right_shift(y, relax.const(np.int64(24))))
+                y = bb.emit(relax.op.clip(y, -128, 127))
+                y = bb.emit(relax.op.astype(y, "int8"))
+                y = bb.emit(relax.op.nn.relu(y))
+            else:
+                w = rng.standard_normal(w_shape).astype(np.float32)
+                y = bb.emit(relax.op.nn.conv2d(x, relax.const(w), stride, pad, groups=groups))
+                bias = rng.standard_normal((1, out_channels, 1, 1)).astype(np.float32)
+                y = bb.emit(relax.op.nn.relu(relax.op.add(y, relax.const(bias))))
+            y = bb.emit(relax.op.nn.max_pool2d(y, 2, 2))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def raw_conv(dtype: str, data_shape, out_channels, kernel, stride, pad, groups, rng, weight_limit=127):
+    """A bare conv2d whose int32 accumulator is the output, so any error shows unrounded."""
+    n, c, _, _ = data_shape
+    w_shape = (out_channels, c // groups, kernel, kernel)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(data_shape, dtype))
+    with bb.function("main", [x]):
+        if dtype == "int8":
+            w = rng.integers(-weight_limit - 1, weight_limit + 1, size=w_shape).astype(np.int8)
+            w.flat[: min(w.size, 8)] = [-128, -128, 127, 127, -128, 127, 127, -128][: min(w.size, 8)]
+            out = bb.emit(relax.op.nn.conv2d(x, relax.const(w), stride, pad, groups=groups, out_dtype="int32"))
+        else:
+            w = rng.standard_normal(w_shape).astype(np.float32)
+            out = bb.emit(relax.op.nn.conv2d(x, relax.const(w), stride, pad, groups=groups))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def matmul(dtype: str, a_shape: tuple[int, ...], n_out: int, rng: np.random.Generator, weight_limit=127):
+    """a @ constant (K, N) weight, int8 -> int32 or float32."""
+    k = a_shape[-1]
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(a_shape, dtype))
+    with bb.function("main", [x]):
+        if dtype == "int8":
+            w = rng.integers(-weight_limit - 1, weight_limit + 1, size=(k, n_out)).astype(np.int8)
+            out = bb.emit(relax.op.matmul(x, relax.const(w), out_dtype="int32"))
+        else:
+            w = rng.standard_normal((k, n_out)).astype(np.float32)
+            out = bb.emit(relax.op.matmul(x, relax.const(w)))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def extreme_input(dtype: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """int8 inputs saturated at -128/127 (the vpmaddubsw trap) mixed with random values."""
+    if dtype != "int8":
+        return rng.standard_normal(shape).astype(np.float32)
+    x = rng.integers(-128, 128, size=shape).astype(np.int8)
+    mask = rng.random(shape)
+    x[mask < 0.3] = -128
+    x[mask > 0.7] = 127
+    return x
+
+
+def run(ex: tvm.relax.VMExecutable, x: np.ndarray) -> np.ndarray:
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(x)).numpy()

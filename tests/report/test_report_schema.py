@@ -1,0 +1,87 @@
+"""The report model: JSON round trip, strictness, and the invariants that keep it self-consistent."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from worker.report.schema import SCHEMA_VERSION, Report, report_schema
+
+
+def test_round_trip_through_json(sample_report: dict[str, Any]) -> None:
+    text = json.dumps(sample_report)
+    again = Report.model_validate_json(text)
+    assert again.model_dump(mode="json") == sample_report
+    assert again.schema_version == SCHEMA_VERSION == "1.0"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [(), ("summary",), ("integrality", "ops", 0), ("accuracy", "outputs", 0), ("performance", "float")],
+)
+def test_unknown_keys_are_rejected(sample_report: dict[str, Any], path: tuple[Any, ...]) -> None:
+    bad = copy.deepcopy(sample_report)
+    node = bad
+    for key in path:
+        node = node[key]
+    node["sqnr_dB"] = 1.0
+    with pytest.raises(ValidationError, match="sqnr_dB"):
+        Report.model_validate(bad)
+
+
+def test_infinite_sqnr_is_rejected(sample_report: dict[str, Any]) -> None:
+    bad = copy.deepcopy(sample_report)
+    bad["accuracy"]["layers"][0]["sqnr_db"] = float("inf")
+    with pytest.raises(ValidationError, match="finite"):
+        Report.model_validate(bad)
+
+
+def test_counts_must_match_ops(sample_report: dict[str, Any]) -> None:
+    bad = copy.deepcopy(sample_report)
+    bad["integrality"]["counts"]["float_ops"] += 1
+    with pytest.raises(ValidationError, match="counts"):
+        Report.model_validate(bad)
+
+
+def test_fully_integral_cannot_hide_a_float_core_op(sample_report: dict[str, Any]) -> None:
+    bad = copy.deepcopy(sample_report)
+    assert bad["integrality"]["float_in_core"] == ["fused_dequantize_sigmoid_quantize"]
+    bad["integrality"]["float_in_core"] = []
+    bad["integrality"]["fully_integral"] = True
+    bad["summary"]["fully_integral"] = True
+    with pytest.raises(ValidationError, match="float_in_core"):
+        Report.model_validate(bad)
+
+
+def test_integral_op_has_no_float_reason(sample_report: dict[str, Any]) -> None:
+    bad = copy.deepcopy(sample_report)
+    core_int = next(op for op in bad["integrality"]["ops"] if op["integral"])
+    core_int["reason"] = "no rule"
+    with pytest.raises(ValidationError, match="integral but has a float reason"):
+        Report.model_validate(bad)
+
+
+def test_summary_must_agree_with_sections(sample_report: dict[str, Any]) -> None:
+    bad = copy.deepcopy(sample_report)
+    bad["summary"]["speedup"] = 10.0
+    with pytest.raises(ValidationError, match="summary disagrees"):
+        Report.model_validate(bad)
+
+
+def test_integral_variant_validates(make_sample_report: Any) -> None:
+    report = Report.model_validate(make_sample_report(with_core_float=False))
+    assert report.integrality.fully_integral and report.summary.fully_integral
+    assert report.integrality.float_in_core == []
+
+
+def test_json_schema_is_self_describing() -> None:
+    schema = report_schema()
+    json.dumps(schema)  # serializable as served by GET /report/schema
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) >= {"summary", "integrality", "accuracy", "performance", "provenance"}
+    op = schema["$defs"]["OpRecord"]["properties"]
+    assert set(op["group"]["enum"]) == {"prefix", "core", "suffix", "float_fallback"}

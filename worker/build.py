@@ -1,0 +1,52 @@
+"""Build: compile a Relax module for the CPU target and export the shared library."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import tvm
+from tvm import relax
+
+from worker.errors import BuildError
+
+
+def make_target(spec: str | dict[str, Any]) -> tvm.target.Target:
+    """TVM 0.27 takes dict targets; the legacy "llvm -mcpu=x" form is translated by the qconfig."""
+    try:
+        return tvm.target.Target(spec)
+    except Exception as exc:  # TVM raises plain errors for unknown keys/values
+        raise BuildError(f"invalid target {spec!r}: {str(exc).splitlines()[0]}", field="target") from None
+
+
+def compile_module(mod: tvm.IRModule, target: tvm.target.Target) -> relax.VMExecutable:
+    """Our CPU pipeline (worker.kernels: schedules + AVX2 int8 kernels) for every build.
+
+    If our pipeline fails on a module, TVM's default pipeline builds it instead (slower, same
+    results) and a warning says so: a schedule bug must not cost the user the artifact.
+    """
+    from worker.kernels import compile_module as fast_compile
+
+    try:
+        return fast_compile(mod, target)
+    except Exception as exc:  # noqa: BLE001 - any failure of our schedules falls back to TVM's
+        warnings.warn(f"tvmq CPU pipeline failed ({str(exc).splitlines()[-1]}); using TVM's default",
+                      stacklevel=2)
+    try:
+        return tvm.compile(mod, target)
+    except Exception as exc:
+        raise BuildError(f"tvm.compile failed for target {target}: {str(exc).splitlines()[-1]}") from exc
+
+
+def export(executable: relax.VMExecutable, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        executable.export_library(str(path))
+    except Exception as exc:
+        raise BuildError(f"exporting {path.name} failed: {str(exc).splitlines()[-1]}") from exc
+    return path
+
+
+def vm_of(executable: relax.VMExecutable) -> relax.VirtualMachine:
+    return relax.VirtualMachine(executable, tvm.cpu())

@@ -1,0 +1,104 @@
+"""Relax rewrite: int8 conv2d / matmul with constant weights -> call_tir to the packed AVX2 kernels.
+
+Runs before legalization, on the plain Relax ops the quantizer's realize step emits. Only calls
+whose every property the kernels support are rewritten (static shapes, int8 operands, int32
+result, NCHW/OIHW, groups=1, constant weight); anything else keeps TVM's own lowering.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from worker.kernels import intrin, packed
+
+_CONV2D = tvm.ir.Op.get("relax.nn.conv2d")
+_MATMUL = tvm.ir.Op.get("relax.matmul")
+#: FuseOps must not merge an already scheduled kernel with its neighbours (kOpaque).
+_OPAQUE = 8
+
+
+def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None
+    dims = ty.shape.values
+    if not all(isinstance(d, tvm.tirx.IntImm) for d in dims):
+        return None
+    return tuple(int(d) for d in dims)
+
+
+def _int8_constant(expr: relax.Expr) -> np.ndarray | None:
+    if isinstance(expr, tvm.ir.expr.Constant) and expr.ty.dtype == "int8":
+        return expr.value.numpy()
+    return None
+
+
+def _ints(values: object) -> tuple[int, ...]:
+    return tuple(int(v) for v in values)
+
+
+@relax.expr_functor.mutator
+class _PackedRewriter(relax.PyExprMutator):
+    def __init__(self, mod: tvm.IRModule) -> None:
+        super().__init__(mod)
+        self.count = 0
+
+    def _emit_kernel(self, kernel: packed.Kernel, data: relax.Expr, out_shape: tuple[int, ...]) -> relax.Expr:
+        name = f"tvmq_{kernel.mode.name}_kernel_{self.count}"
+        self.count += 1
+        func = kernel.func.with_attr("op_pattern", _OPAQUE).with_attr("global_symbol", name)
+        gvar = self.builder_.add_func(func, name)
+        args = [data, *(relax.const(c) for c in kernel.constants)]
+        return relax.call_tir(gvar, args, relax.TensorType(out_shape, "int32"))
+
+    def _conv2d(self, call: relax.Call) -> relax.Expr | None:
+        attrs = call.attrs
+        data, weight = call.args
+        shape, w = _static_shape(data), _int8_constant(weight)
+        if (
+            shape is None
+            or w is None
+            or data.ty.dtype != "int8"
+            or str(attrs.out_dtype) != "int32"
+            or int(attrs.groups) != 1
+            or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW")
+        ):
+            return None
+        pad = _ints(attrs.padding)
+        pad = pad * 2 if len(pad) == 2 else pad
+        kernel = packed.conv2d_nchw(shape, w, _ints(attrs.strides), pad, _ints(attrs.dilation))
+        out_shape = _static_shape(call)
+        return None if out_shape is None else self._emit_kernel(kernel, data, out_shape)
+
+    def _matmul(self, call: relax.Call) -> relax.Expr | None:
+        a, b = call.args
+        shape, w = _static_shape(a), _int8_constant(b)
+        out_shape = _static_shape(call)
+        if shape is None or w is None or w.ndim != 2 or len(shape) < 2 or out_shape is None:
+            return None
+        if a.ty.dtype != "int8" or str(call.attrs.out_dtype) != "int32":
+            return None
+        rows = int(np.prod(shape[:-1]))
+        flat = a if len(shape) == 2 else self.builder_.emit(relax.op.reshape(a, (rows, shape[-1])))
+        kernel = packed.matmul((rows, shape[-1]), w)
+        out = self._emit_kernel(kernel, flat, (rows, w.shape[1]))
+        return out if len(shape) == 2 else relax.op.reshape(self.builder_.emit(out), out_shape)
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        rule = self._conv2d if call.op.same_as(_CONV2D) else self._matmul if call.op.same_as(_MATMUL) else None
+        new = rule(call) if rule is not None else None
+        return call if new is None else new
+
+
+@tvm.transform.module_pass(opt_level=0, name="tvmq.RewriteInt8Packed")
+def rewrite_int8_packed(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+    """Replace supported int8 conv2d/matmul calls in every Relax function."""
+    intrin.register()
+    rewriter = _PackedRewriter(mod)
+    for gvar, func in mod.functions.items():
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+    return rewriter.builder_.get()

@@ -1,0 +1,147 @@
+"""Generic CPU schedule rules applied to every fused PrimFunc after FuseTIR.
+
+Rules match structure, not names: a root-level block whose iterators map one-to-one onto its own
+loops is either *spatial* (elementwise, layout, padding: parallel outer loops + a vectorized inner
+loop) or a *reduction* (conv2d in any layout or grouping, matmul, pooling, reductions: an
+accumulator tile of (block axis x vector axis) kept in a small buffer, reductions inside, parallel
+outer tiles). Any rule that the schedule primitives refuse leaves that block as TVM lowered it, so
+the result is always as correct as the default build.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import s_tir, tirx
+from tvm.s_tir.schedule import LoopRV, SBlockRV
+
+VECTOR_FACTORS = (16, 8)  # 32-bit lanes: two or one AVX2 register per row of the tile
+BLOCK_FACTORS = (4, 3, 2)
+SPATIAL, REDUCE = 0, 2  # tirx.IterVar kinds
+SCHEDULED_ATTR = "tvmq_scheduled"
+
+
+def _largest_divisor(extent: int, candidates: tuple[int, ...]) -> int:
+    return next((c for c in candidates if extent % c == 0 and extent >= c), 1)
+
+
+def _has_branch(block: tirx.Stmt) -> bool:
+    """if_then_else bodies (padding) stay scalar: vectorized they would load out of bounds.
+
+    The 0.27 wheel exposes no TIR expression visitor to Python, so the printed body is searched.
+    """
+    return "if_then_else" in str(block.body)
+
+
+def _own_loops(sch: s_tir.Schedule, block: SBlockRV) -> list[LoopRV] | None:
+    """The block's loops if each iterator is bound to exactly one of them, in order; else None."""
+    loops = sch.get_loops(block)
+    if not loops or len(loops) != len(sch.get(block).iter_vars):
+        return None
+    realize = sch.get(loops[-1]).body
+    if not isinstance(realize, s_tir.SBlockRealize):
+        return None
+    loop_vars = [sch.get(lp).loop_var for lp in loops]
+    if not all(v.same_as(lv) for v, lv in zip(realize.iter_values, loop_vars, strict=True)):
+        return None
+    return loops
+
+
+def _iter_kinds(sch: s_tir.Schedule, block: SBlockRV) -> list[int]:
+    return [int(iv.iter_type) for iv in sch.get(block).iter_vars]
+
+
+def _extent(sch: s_tir.Schedule, loop: LoopRV) -> int:
+    ext = sch.get(loop).extent
+    return int(ext) if isinstance(ext, tirx.IntImm) else 0
+
+
+def _parallel(sch: s_tir.Schedule, loops: list[LoopRV]) -> None:
+    if loops and any(_extent(sch, lp) != 1 for lp in loops):
+        sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
+
+
+def schedule_spatial(sch: s_tir.Schedule, block: SBlockRV, loops: list[LoopRV]) -> None:
+    """Elementwise/injective: fused parallel outer loops, vector inner loop when it divides."""
+    inner = loops[-1]
+    factor = 0 if _has_branch(sch.get(block)) else _largest_divisor(_extent(sch, inner), (8,))
+    if factor > 1:
+        outer_inner, vec = sch.split(inner, [None, factor])
+        _parallel(sch, [*loops[:-1], outer_inner])
+        sch.vectorize(vec)
+    else:
+        _parallel(sch, loops[:-1] if len(loops) > 1 else loops)
+
+
+def schedule_reduction(sch: s_tir.Schedule, block: SBlockRV, loops: list[LoopRV]) -> None:
+    """Register tile (block axis x vector axis) around all reductions; parallel over tiles."""
+    kinds = _iter_kinds(sch, block)
+    spatial = [lp for lp, k in zip(loops, kinds, strict=True) if k == SPATIAL]
+    reduce_ = [lp for lp, k in zip(loops, kinds, strict=True) if k == REDUCE]
+    if len(spatial) + len(reduce_) != len(loops) or not spatial:
+        raise ValueError("block with iterators other than spatial/reduce")
+    vector = not _has_branch(sch.get(block))
+    v_factor = _largest_divisor(_extent(sch, spatial[-1]), VECTOR_FACTORS) if vector else 1
+    candidates = [i for i, lp in enumerate(spatial[:-1]) if _extent(sch, lp) > 1]
+    b_index = max(candidates, key=lambda i: (_extent(sch, spatial[i]), i)) if candidates else None
+    b_factor = _largest_divisor(_extent(sch, spatial[b_index]), BLOCK_FACTORS) if b_index is not None else 1
+
+    outer, tile = list(spatial[:-1]), []
+    if b_index is not None and b_factor > 1:
+        b_o, b_i = sch.split(spatial[b_index], [None, b_factor])
+        outer[b_index] = b_o
+        tile.append(b_i)
+    v_o, v_i = sch.split(spatial[-1], [None, v_factor])
+    outer.append(v_o)
+    tile.append(v_i)
+    sch.reorder(*outer, *reduce_, *tile)
+    acc = sch.cache_write(block, 0, "global")
+    sch.reverse_compute_at(acc, outer[-1])
+    _parallel(sch, outer)
+    init = sch.decompose_reduction(block, reduce_[0])
+    for blk in (block, init, acc):
+        blk_loops = sch.get_loops(blk)
+        if v_factor > 1:
+            sch.vectorize(blk_loops[-1])
+        if len(tile) == 2:
+            sch.unroll(blk_loops[-2])
+
+
+def _apply(sch: s_tir.Schedule, name: str) -> s_tir.Schedule:
+    """Schedule one block on a copy; the original schedule survives any refusal."""
+    trial = sch.copy()
+    block = trial.get_sblock(name)
+    loops = _own_loops(trial, block)
+    if loops is None:
+        return sch
+    try:
+        if REDUCE in _iter_kinds(trial, block):
+            schedule_reduction(trial, block, loops)
+        else:
+            schedule_spatial(trial, block, loops)
+    except (s_tir.ScheduleError, ValueError, tvm.TVMError):
+        return sch
+    return trial
+
+
+def schedule_func(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """Apply the rules to every root-level block of one PrimFunc."""
+    if func.attrs is not None and SCHEDULED_ATTR in func.attrs:
+        return func
+    sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+    try:
+        root = sch.get_sblock("root")
+    except s_tir.ScheduleError:
+        return func
+    names = [sch.get(b).name_hint for b in sch.get_child_blocks(root)]
+    for name in names:
+        sch = _apply(sch, name)
+    return sch.mod["main"].with_attr(SCHEDULED_ATTR, True)
+
+
+@tvm.transform.module_pass(opt_level=0, name="tvmq.ScheduleCPU")
+def schedule_cpu(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+    """Module pass: schedule each PrimFunc of a legalized, fused Relax module."""
+    updates = {gv: schedule_func(f) for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)}
+    for gv, f in updates.items():
+        mod[gv] = f
+    return mod

@@ -1,0 +1,188 @@
+"""The quantization config: Relay's `qconfig` fields and defaults, validated strictly.
+
+Relay silently ignored misspelled keys; here an unknown key or an out-of-range value is a
+`QConfigError` naming the field. This module is imported by the HTTP service: no TVM import.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from worker.errors import QConfigError
+
+IntDType = Literal["int8", "int16", "int32"]
+
+#: Relax op names (without the "relax." prefix) that `exclude_ops` / `debug_enabled_ops` may name.
+#: Kept here, TVM-free, so the service validates a qconfig without importing the op registry;
+#: tests check it equals the registry's keys.
+QUANTIZABLE_OPS: tuple[str, ...] = (
+    "add",
+    "concat",
+    "expand_dims",
+    "flatten",
+    "image.resize2d",
+    "matmul",
+    "maximum",
+    "mean",
+    "minimum",
+    "multiply",
+    "nn.adaptive_avg_pool2d",
+    "nn.avg_pool2d",
+    "nn.conv2d",
+    "nn.conv2d_transpose",
+    "nn.leakyrelu",
+    "nn.max_pool2d",
+    "nn.relu",
+    "permute_dims",
+    "reshape",
+    "sigmoid",
+    "split",
+    "squeeze",
+    "strided_slice",
+    "subtract",
+    "tanh",
+)
+
+
+class QConfig(BaseModel):
+    """One job's quantization settings. Defaults are Relay's `relay.quantize.qconfig()` defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    nbit_input: int = Field(8, ge=2, le=8, description="bits of quantized inputs to compute ops")
+    nbit_weight: int = Field(8, ge=2, le=8, description="bits of quantized weights")
+    nbit_activation: int = Field(
+        32, description="bits of activations between ops: 32 keeps int32 accumulators, 8 requantizes"
+    )
+    dtype_input: IntDType = "int8"
+    dtype_weight: IntDType = "int8"
+    dtype_activation: IntDType = "int32"
+    calibrate_mode: Literal["global_scale", "max", "percentile", "kl_divergence"] = "global_scale"
+    global_scale: float = Field(8.0, gt=0, le=1e6, description="activation threshold for global_scale")
+    weight_scale: Literal["power2", "max"] = "power2"
+    per_channel: bool = Field(False, description="one weight scale per output channel")
+    percentile: float = Field(99.999, gt=50.0, le=100.0, description="percentile mode: |x| percentile")
+    skip_conv_layers: list[int] | None = Field(
+        default_factory=lambda: [0], description="indices of conv layers (in graph order) left in float"
+    )
+    skip_dense_layer: bool = Field(True, description="keep every dense (Gemm/MatMul with weights) in float")
+    exclude_ops: list[str] = Field(default_factory=list, description="op names that always stay float")
+    debug_enabled_ops: list[str] | None = Field(
+        None, description="if set, only these op names are quantized (Relay's debug_enabled_ops)"
+    )
+    do_simulation: bool = Field(False, description="build the fake-quantized float module instead")
+    round_for_shift: bool = Field(True, description="round (not truncate) in power-of-two right shifts")
+    rounding: Literal["UPWARD", "TONEAREST"] = "UPWARD"
+    calibrate_chunk_by: int = Field(
+        -1, description="intermediate tensors collected per calibration run; -1 = all at once"
+    )
+    calibration_batches: int | None = Field(
+        None, ge=1, description="use at most this many batches of the calibration data"
+    )
+    holdout_samples: int | None = Field(
+        None, ge=0, description="samples kept out of calibration for the accuracy report (default N//5)"
+    )
+    partition_conversions: Literal["disabled", "enabled", "fully_integral"] = "disabled"
+    target: str | dict[str, Any] = Field(
+        "llvm", description='TVM target: "llvm", "llvm -mcpu=znver3" or {"kind": "llvm", ...}'
+    )
+    bench_runs: int = Field(20, ge=1, le=10000, description="timed runs per build in the report")
+
+    @field_validator("nbit_activation")
+    @classmethod
+    def _activation_bits(cls, v: int) -> int:
+        if v not in (8, 16, 32):
+            raise ValueError("must be 8, 16 or 32")
+        return v
+
+    @field_validator("calibrate_chunk_by")
+    @classmethod
+    def _chunk(cls, v: int) -> int:
+        if v == 0 or v < -1:
+            raise ValueError("must be -1 (everything in one run) or a positive count")
+        return v
+
+    @field_validator("skip_conv_layers")
+    @classmethod
+    def _skip(cls, v: list[int] | None) -> list[int]:
+        v = [] if v is None else v
+        if any(i < 0 for i in v):
+            raise ValueError("conv layer indices start at 0")
+        return sorted(set(v))
+
+    @field_validator("exclude_ops", "debug_enabled_ops")
+    @classmethod
+    def _op_names(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return None
+        unknown = [name for name in v if name.removeprefix("relax.") not in QUANTIZABLE_OPS]
+        if unknown:
+            raise ValueError(f"unknown op name(s) {unknown}; quantizable ops are {list(QUANTIZABLE_OPS)}")
+        return [name.removeprefix("relax.") for name in v]
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str | dict[str, Any]) -> str | dict[str, Any]:
+        kind = v.get("kind") if isinstance(v, dict) else v.split()[0] if v.strip() else ""
+        if kind != "llvm":
+            raise ValueError(f"only CPU (llvm) targets are built by this service, got kind {kind!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> QConfig:
+        for prefix in ("input", "weight", "activation"):
+            nbit = getattr(self, f"nbit_{prefix}")
+            width = int(getattr(self, f"dtype_{prefix}").removeprefix("int"))
+            if nbit > width:
+                raise ValueError(f"nbit_{prefix}={nbit} does not fit dtype_{prefix}=int{width}")
+        if self.dtype_input != "int8" or self.dtype_weight != "int8":
+            raise ValueError("dtype_input and dtype_weight must be int8 (the int8 x int8 -> int32 kernels)")
+        return self
+
+    def target_dict(self) -> dict[str, Any]:
+        """The target in TVM 0.27's dict form; the legacy "llvm -mcpu=x -opt=y" string is translated."""
+        if isinstance(self.target, dict):
+            return dict(self.target)
+        kind, *flags = self.target.split()
+        out: dict[str, Any] = {"kind": kind}
+        for flag in flags:
+            key, _, value = flag.lstrip("-").partition("=")
+            out[key] = value if value else True
+        return out
+
+
+def _field_of(error: dict[str, Any]) -> str:
+    return ".".join(str(p) for p in error.get("loc", ())) or "qconfig"
+
+
+def parse_qconfig(data: str | bytes | dict[str, Any] | None) -> QConfig:
+    """Parse JSON text or a dict into a QConfig, or raise QConfigError naming the first bad field."""
+    if data is None or (isinstance(data, str | bytes) and not data.strip()):
+        return QConfig()
+    if isinstance(data, str | bytes):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise QConfigError(f"qconfig is not valid JSON: {exc}", field="qconfig") from None
+    if not isinstance(data, dict):
+        raise QConfigError("qconfig must be a JSON object", field="qconfig")
+    try:
+        return QConfig.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0]
+        field = _field_of(first)
+        if first["type"] == "extra_forbidden":
+            message = f"unknown qconfig key {field!r}"
+        else:
+            message = f"qconfig field {field!r}: {first['msg']}"
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more problem(s): {[_field_of(e) for e in errors[1:]]})"
+        raise QConfigError(message, field=field) from None
+
+
+def qconfig_schema() -> dict[str, Any]:
+    return QConfig.model_json_schema()

@@ -1,0 +1,1 @@
+"""The quantization passes on Relax, one module per pipeline step (Relay relay.quantize rebuilt)."""

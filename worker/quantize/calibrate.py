@@ -1,0 +1,100 @@
+"""Calibrate: run the float model over the calibration data and choose a threshold per tensor.
+
+Statistics stream batch by batch (the collectors keep fixed-size state), so memory does not grow
+with the number of samples. `calibrate_chunk_by` bounds how many intermediate tensors one probe
+run returns (Relay's meaning): more chunks = more passes over the data, less memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from worker.build import compile_module, vm_of
+from worker.qconfig import QConfig
+from worker.quantize.annotate import Annotation
+from worker.quantize.calibration import make_collector
+from worker.quantize.graph import Graph
+from worker.quantize.realize import probe_module
+
+
+@dataclass
+class CalibrationResult:
+    thresholds: dict[relax.Expr, float]
+    method: str
+    samples: int = 0
+    batches: int = 0
+    #: per point: (name, threshold, kind)
+    table: list[tuple[str, float, str]] = field(default_factory=list)
+
+
+def batches(calibration: dict[str, np.ndarray], names: list[str], batch: int, limit: int | None = None
+            ) -> Iterator[list[np.ndarray]]:
+    """Samples `batch` at a time in input order; a short last batch wraps around to the start so
+    every sample is seen and every batch has the compiled shape."""
+    count = len(next(iter(calibration.values())))
+    steps = -(-count // batch)
+    if limit is not None:
+        steps = min(steps, limit)
+    for step in range(steps):
+        index = np.arange(step * batch, (step + 1) * batch) % count
+        yield [np.ascontiguousarray(calibration[n][index], dtype=np.float32) for n in names]
+
+
+def _chunks(points: list[relax.Expr], size: int) -> list[list[relax.Expr]]:
+    if size <= 0:
+        return [points] if points else []
+    return [points[i:i + size] for i in range(0, len(points), size)]
+
+
+def calibrate(
+    graph: Graph,
+    annotation: Annotation,
+    calibration: dict[str, np.ndarray] | None,
+    qconfig: QConfig,
+    target: tvm.target.Target,
+    progress: Callable[[float], None] = lambda fraction: None,
+) -> CalibrationResult:
+    mode = qconfig.calibrate_mode
+    points = annotation.points
+    nbits = {p: qconfig.nbit_input if annotation.kinds[p] == "input" else qconfig.nbit_activation
+             for p in points}
+    collectors = {
+        p: make_collector(mode, percentile=qconfig.percentile, nbit=min(nbits[p], 8),
+                          global_scale=qconfig.global_scale)
+        for p in points
+    }
+    result = CalibrationResult(thresholds={}, method=mode)
+    if mode == "global_scale" or calibration is None:
+        for p, c in collectors.items():
+            c.update(np.zeros(1, np.float32))
+    else:
+        names = [p.name for p in graph.params]
+        batch = int(graph.params[0].ty.shape[0])
+        param_index = {p: i for i, p in enumerate(graph.params)}
+        inner = [p for p in points if p not in param_index]
+        chunks = _chunks(inner, qconfig.calibrate_chunk_by) or [[]]
+        total = len(chunks)
+        for done, chunk in enumerate(chunks):
+            vm = vm_of(compile_module(probe_module(graph, qconfig, chunk), target)) if chunk else None
+            seen = 0
+            for inputs in batches(calibration, names, batch, qconfig.calibration_batches):
+                if done == 0:
+                    for p, i in param_index.items():
+                        if p in collectors:
+                            collectors[p].update(inputs[i])
+                if vm is not None:
+                    outs = vm["main"](*[tvm.runtime.tensor(x) for x in inputs])
+                    for p, out in zip(chunk, outs, strict=True):
+                        collectors[p].update(out.numpy())
+                seen += 1
+                progress((done + min(seen / 50, 1.0)) / total)
+            result.batches, result.samples = seen, seen * batch
+    for p, c in collectors.items():
+        result.thresholds[p] = float(c.threshold())
+        result.table.append((p.name, result.thresholds[p], annotation.kinds[p]))
+    return result

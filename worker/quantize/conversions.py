@@ -1,0 +1,127 @@
+"""Partition conversions: split main into quantize_inputs / quantized_main / dequantize_outputs,
+and enforce `fully_integral` on the lowered IR.
+
+The split follows the integrality classification (report/integrality.py) of main's bindings:
+prefix and float-fallback bindings go to quantize_inputs, the core to quantized_main, the suffix
+to dequantize_outputs; values crossing a boundary become tuple results and parameters. The
+classification guarantees no edge runs backwards (a prefix op has no integer ancestor, a suffix
+op no integer descendant).
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+from worker.errors import NotFullyIntegralError
+from worker.quantize.graph import is_tensor
+from worker.report.integrality import OpInfo, classify, lowered_ops
+
+
+def _bindings(func: relax.Function) -> list[relax.VarBinding]:
+    return [b for block in func.body.blocks for b in block.bindings]
+
+
+def _dtypes(expr: relax.Expr) -> list[str]:
+    ty = expr.ty
+    if isinstance(ty, relax.TupleType):
+        return [str(f.dtype) for f in ty.fields if isinstance(f, relax.TensorType)]
+    return [str(ty.dtype)] if isinstance(ty, relax.TensorType) else []
+
+
+def relax_groups(func: relax.Function) -> dict[str, str]:
+    """Group of every binding of `func` from the Relax-level dtypes (same rule as the TIR check)."""
+    ops: list[tuple[OpInfo, list[str]]] = []
+    names = {b.var.name for b in _bindings(func)}
+    for b in _bindings(func):
+        used = [v for v in relax.analysis.free_vars(b.value) if is_tensor(v) or isinstance(v.ty, relax.TupleType)]
+        ins = [d for v in used for d in _dtypes(v)]
+        outs = _dtypes(b.var)
+        integral = bool(ins + outs) and all(d.startswith("int") for d in ins + outs)
+        ops.append((OpInfo(b.var.name, b.var.name, ins, outs, integral, 0), [v.name for v in used if v.name in names]))
+    return {op.var: op.group for op in classify(ops)}
+
+
+def _substitute(expr: relax.Expr, mapping: dict[relax.Var, relax.Expr]) -> relax.Expr:
+    if isinstance(expr, relax.Var):
+        return mapping.get(expr, expr)
+    if isinstance(expr, relax.Call):
+        return relax.Call(expr.op, [_substitute(a, mapping) for a in expr.args], expr.attrs, expr.ty_args)
+    if isinstance(expr, relax.Tuple):
+        return relax.Tuple([_substitute(f, mapping) for f in expr.fields])
+    if isinstance(expr, relax.TupleGetItem):
+        return relax.TupleGetItem(_substitute(expr.tuple_value, mapping), expr.index)
+    return expr
+
+
+def split_conversions(mod: tvm.IRModule) -> tvm.IRModule:
+    func = mod["main"]
+    groups = relax_groups(func)
+    part = {"prefix": 0, "float_fallback": 0, "core": 1, "suffix": 2}
+    stage_of = {b.var: part[groups[b.var.name]] for b in _bindings(func)}
+    for p in func.params:
+        stage_of[p] = -1
+    stages: list[list[relax.VarBinding]] = [[], [], []]
+    for b in _bindings(func):
+        stages[stage_of[b.var]].append(b)
+    output = func.body.body
+    # values each stage needs from earlier stages (or main's params)
+    needs: list[list[relax.Var]] = []
+    for s, binds in enumerate(stages):
+        seen: list[relax.Var] = []
+        exprs = [b.value for b in binds] + ([output] if s == 2 else [])
+        for e in exprs:
+            for v in relax.analysis.free_vars(e):
+                if stage_of.get(v, -1) < s and v not in seen:
+                    seen.append(v)
+        needs.append(seen)
+    names = ("quantize_inputs", "quantized_main", "dequantize_outputs")
+    bb = relax.BlockBuilder()
+    gvars = []
+    for s, binds in enumerate(stages):
+        params = [relax.Var(v.name, v.ty) for v in needs[s]]
+        mapping = dict(zip(needs[s], params, strict=True))
+        later = [v for t in range(s + 1, 3) for v in needs[t] if stage_of.get(v, -1) == s]
+        exports = list(dict.fromkeys(later))
+        with bb.function(names[s], params, private=False):
+            with bb.dataflow():
+                for b in binds:
+                    mapping[b.var] = bb.emit(_substitute(b.value, mapping), name_hint=b.var.name)
+                result = _substitute(output, mapping) if s == 2 else relax.Tuple([mapping[v] for v in exports])
+                gv = bb.emit_output(result)
+            gvars.append(bb.emit_func_output(gv))
+    main_params = [relax.Var(p.name, p.ty) for p in func.params]
+    with bb.function("main", main_params, attrs=dict(func.attrs) if func.attrs else None):
+        env: dict[relax.Var, relax.Expr] = dict(zip(func.params, main_params, strict=True))
+        with bb.dataflow():
+            for s in range(3):
+                call = bb.emit(relax.Call(gvars[s], [env[v] for v in needs[s]]))
+                if s == 2:
+                    gv = bb.emit_output(call)
+                    break
+                later = list(dict.fromkeys(v for t in range(s + 1, 3) for v in needs[t] if stage_of.get(v, -1) == s))
+                for i, v in enumerate(later):
+                    env[v] = bb.emit(relax.TupleGetItem(call, i))
+        bb.emit_func_output(gv)
+    return bb.get()
+
+
+def float_core_ops(mod: tvm.IRModule) -> list[OpInfo]:
+    return [op for op in classify(lowered_ops(mod)) if op.group == "core" and not op.integral]
+
+
+def check_fully_integral(mod: tvm.IRModule, reasons: dict[str, str]) -> None:
+    """Raise E_NOT_FULLY_INTEGRAL naming each float op (PrimFunc, dtypes, why) inside the core."""
+    bad = float_core_ops(mod)
+    if bad:
+        listed = "; ".join(
+            f"{op.name} ({','.join(op.inputs)} -> {','.join(op.outputs)}"
+            + (f", {reasons[op.var]}" if op.var in reasons else "") + ")"
+            for op in bad
+        )
+        raise NotFullyIntegralError(
+            f"{len(bad)} float op(s) inside the quantized core: {listed}. Quantize them (remove them "
+            "from exclude_ops / skip_conv_layers, set skip_dense_layer=false) or use "
+            "partition_conversions='enabled'",
+            ops=[op.name for op in bad],
+        )

@@ -1,0 +1,123 @@
+"""A read-only view of a Relax `main` as a list of nodes in graph order.
+
+The passes reason about one dataflow block of single-op bindings (what `from_onnx` + the
+prerequisite passes produce). This view gives them op names, constant operands and consumers
+without each pass re-walking Relax's object model.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from worker.errors import InternalError
+
+
+@dataclass(eq=False)
+class Node:
+    """One binding `var = value` of the dataflow block."""
+
+    index: int
+    var: relax.Var
+    value: relax.Expr
+    op: str | None  # "nn.conv2d", ... ; None for tuples, tuple-get-item, aliases
+
+    @property
+    def name(self) -> str:
+        return self.var.name
+
+    @property
+    def call(self) -> relax.Call:
+        return self.value
+
+    @property
+    def tensor_args(self) -> list[relax.Expr]:
+        """Operands that are tensors (constants included), in order."""
+        if not isinstance(self.value, relax.Call):
+            return []
+        return [a for a in self.value.args if is_tensor(a)]
+
+
+@dataclass
+class Graph:
+    func: relax.Function
+    params: list[relax.Var]
+    nodes: list[Node]
+    output: relax.Expr
+    by_var: dict[relax.Var, Node] = field(default_factory=dict)
+    consumers: dict[relax.Var, list[Node]] = field(default_factory=lambda: defaultdict(list))
+
+    def producer(self, expr: relax.Expr) -> Node | None:
+        return self.by_var.get(expr) if isinstance(expr, relax.Var) else None
+
+
+def op_name(value: relax.Expr) -> str | None:
+    if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
+        return value.op.name.removeprefix("relax.")
+    return None
+
+
+def is_const(expr: relax.Expr) -> bool:
+    return isinstance(expr, relax.expr_functor.GenericConst)
+
+
+def const_value(expr: relax.Expr) -> np.ndarray:
+    return expr.value.numpy()
+
+
+def is_tensor(expr: relax.Expr) -> bool:
+    return isinstance(getattr(expr, "ty", None), relax.TensorType)
+
+
+def dtype_of(expr: relax.Expr) -> str:
+    return str(expr.ty.dtype)
+
+
+def shape_of(expr: relax.Expr) -> tuple[int, ...]:
+    shape = expr.ty.shape
+    if shape is None:
+        raise InternalError(f"tensor {expr} has no static shape after shape fixing")
+    return tuple(int(d) for d in shape)
+
+
+def _vars_in(expr: relax.Expr) -> list[relax.Var]:
+    if isinstance(expr, relax.Var):
+        return [expr]
+    if isinstance(expr, relax.Call):
+        return [v for a in expr.args for v in _vars_in(a)]
+    if isinstance(expr, relax.Tuple):
+        return [v for f in expr.fields for v in _vars_in(f)]
+    if isinstance(expr, relax.TupleGetItem):
+        return _vars_in(expr.tuple_value)
+    return []
+
+
+def build_graph(mod: tvm.IRModule) -> Graph:
+    """The nodes of `mod["main"]`, which must be one dataflow block (prerequisite guarantees it)."""
+    func = mod["main"]
+    body = func.body
+    bindings = [b for block in body.blocks for b in block.bindings]
+    graph = Graph(func=func, params=list(func.params), nodes=[], output=body.body)
+    for index, binding in enumerate(bindings):
+        if not isinstance(binding, relax.VarBinding):
+            raise InternalError(f"unexpected binding kind {type(binding).__name__} in main")
+        node = Node(index=index, var=binding.var, value=binding.value, op=op_name(binding.value))
+        graph.nodes.append(node)
+        graph.by_var[binding.var] = node
+        for var in _vars_in(binding.value):
+            graph.consumers[var].append(node)
+    return graph
+
+
+def output_vars(graph: Graph) -> list[relax.Expr]:
+    """The tensors `main` returns, in order (a tuple output is flattened one level)."""
+    out = graph.output
+    if isinstance(out, relax.Var) and out in graph.by_var and isinstance(graph.by_var[out].value, relax.Tuple):
+        return list(graph.by_var[out].value.fields)
+    if isinstance(out, relax.Tuple):
+        return list(out.fields)
+    return [out]

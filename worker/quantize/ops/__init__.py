@@ -1,0 +1,25 @@
+"""The op-rule registry: one `OpRule` per quantizable Relax op, registered by its family module.
+
+Adding an op is one `register(OpRule(...))` call in the family module it belongs to.
+"""
+
+from __future__ import annotations
+
+from worker.quantize.ops.base import OpRule
+
+RULES: dict[str, OpRule] = {}
+
+
+def register(rule: OpRule) -> OpRule:
+    if rule.op in RULES:
+        raise ValueError(f"op rule for {rule.op!r} registered twice")
+    RULES[rule.op] = rule
+    return rule
+
+
+def rule_for(op: str | None) -> OpRule | None:
+    return RULES.get(op) if op else None
+
+
+# Family modules register their rules on import.
+from worker.quantize.ops import activation, conv, dense, eltwise, layout, lut, pool  # noqa: E402, F401

@@ -1,0 +1,95 @@
+"""What an op rule is, and what a rule may ask of the realize pass.
+
+Each quantizable Relax op has exactly one `OpRule` (registered in its family module): how the
+partition treats it (`role`), which operands need calibrated thresholds, which are weights, and
+how it is rewritten into integer ops (`realize`) — Relay's register_annotate_function and
+register_realize_function in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+from tvm import relax
+
+from worker.qconfig import QConfig
+from worker.quantize.graph import Node
+from worker.quantize.qtensor import Emitter, QTensor
+
+#: A value during realize: a float Relax expression, a quantized tensor, or a tuple of either.
+Value = relax.Expr | QTensor | list
+
+
+class RealizeContext(Protocol):
+    """The services the realize pass offers to op rules."""
+
+    em: Emitter
+    qconfig: QConfig
+
+    def value(self, expr: relax.Expr) -> Value: ...
+
+    def as_input(self, expr: relax.Expr) -> QTensor:
+        """`expr` as an int8 tensor at its calibrated scale (QInput): quantize or requantize."""
+
+    def as_quantized(self, expr: relax.Expr) -> QTensor:
+        """`expr` as it is if already integer, else quantized like an input."""
+
+    def as_weight(self, expr: relax.Expr, axis: int | None) -> QTensor:
+        """A constant quantized to int8 (per-channel along `axis` when the qconfig asks for it)."""
+
+    def threshold(self, expr: relax.Expr) -> float: ...
+
+    def activation(self, q: QTensor, node: Node) -> QTensor:
+        """Relay's QActivation: requantize to nbit_activation unless it is 32 (keep int32)."""
+
+
+Role = Literal["compute", "follow"]
+
+
+@dataclass(frozen=True)
+class OpRule:
+    """One op's quantization rule.
+
+    role: "compute" ops start a quantized region (their operands get quantized); "follow" ops are
+    quantized only when an operand already is (Relay quantizes add/relu/pool only inside regions).
+    accepts: returns why this particular call cannot be quantized (attributes, layout), or None.
+    layer: "conv" / "dense" for the qconfig's skip_conv_layers / skip_dense_layer, else None.
+    weights: operand index -> per-channel axis (None: per-tensor) of constant operands quantized
+    as weights; used by realize and by the simulated (fake-quantized) module.
+    output_range: a fixed |output| bound (sigmoid: 1) so the output needs no calibration;
+    calibrate_output: the output threshold must be calibrated (LUTs without a fixed range, and
+    activations when nbit_activation < 32).
+    lut: the float function a 256-entry int8 table implements.
+    """
+
+    op: str
+    role: Role
+    realize: Callable[[RealizeContext, Node], Value]
+    accepts: Callable[[Node], str | None] = lambda node: None
+    layer: Callable[[Node], str | None] = lambda node: None
+    weights: Callable[[Node], dict[int, int | None]] = lambda node: {}
+    calibrate_output: bool = False
+    activation_output: bool = False
+    output_range: float | None = None
+    lut: Callable[[np.ndarray, Node], np.ndarray] | None = None
+
+
+def fit_scale(scale: np.ndarray, ndim: int) -> np.ndarray:
+    """Left-pad a scale's shape with 1s so it broadcasts against an ndim-D tensor like Relax does."""
+    scale = np.asarray(scale, dtype=np.float64)
+    if scale.size == 1:
+        return scale.reshape(())
+    return scale.reshape((1,) * (ndim - scale.ndim) + scale.shape)
+
+
+def channel_scale(scale: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    """A per-channel vector as a broadcastable array with the channels on `axis`."""
+    scale = np.asarray(scale, dtype=np.float64)
+    if scale.size == 1:
+        return scale.reshape(())
+    shape = [1] * ndim
+    shape[axis] = scale.size
+    return scale.reshape(shape)

@@ -1,0 +1,69 @@
+"""conv2d (incl. grouped/depthwise) and conv2d_transpose: int8 x int8 -> int32."""
+
+from __future__ import annotations
+
+from tvm.relax import op as R
+
+from worker.quantize.graph import Node, is_const
+from worker.quantize.ops import register
+from worker.quantize.ops.base import OpRule, RealizeContext, channel_scale
+from worker.quantize.qtensor import QTensor
+
+
+def _accepts(layout: str, kernel_layout: str):
+    def accepts(node: Node) -> str | None:
+        attrs = node.call.attrs
+        if str(attrs.data_layout) != layout or str(attrs.kernel_layout) != kernel_layout:
+            return f"layout {attrs.data_layout}/{attrs.kernel_layout} (only {layout}/{kernel_layout})"
+        if not is_const(node.call.args[1]):
+            return "weight is not a constant"
+        return None
+
+    return accepts
+
+
+def _conv2d(ctx: RealizeContext, node: Node) -> QTensor:
+    attrs = node.call.attrs
+    data = ctx.as_input(node.call.args[0])
+    weight = ctx.as_weight(node.call.args[1], axis=0)
+    out = ctx.em.emit(
+        R.nn.conv2d(
+            data.expr, weight.expr, strides=attrs.strides, padding=attrs.padding, dilation=attrs.dilation,
+            groups=int(attrs.groups), data_layout="NCHW", kernel_layout="OIHW", out_dtype="int32",
+        )
+    )
+    return QTensor(out, "int32", data.scale * channel_scale(weight.scale, 4, 1))
+
+
+def _transpose_axis(node: Node) -> int | None:
+    # IOHW with groups: output channel o of group g is weight[g*I/G + i, o]; a per-channel scale
+    # along axis 1 is only the output channel's when there is one group.
+    return 1 if int(node.call.attrs.groups) == 1 else None
+
+
+def _conv2d_transpose(ctx: RealizeContext, node: Node) -> QTensor:
+    attrs = node.call.attrs
+    data = ctx.as_input(node.call.args[0])
+    weight = ctx.as_weight(node.call.args[1], axis=_transpose_axis(node))
+    out = ctx.em.emit(
+        R.nn.conv2d_transpose(
+            data.expr, weight.expr, strides=attrs.strides, padding=attrs.padding,
+            output_padding=attrs.output_padding, dilation=attrs.dilation, groups=int(attrs.groups),
+            data_layout="NCHW", kernel_layout="IOHW", out_dtype="int32",
+        )
+    )
+    return QTensor(out, "int32", data.scale * channel_scale(weight.scale, 4, 1))
+
+
+register(
+    OpRule(
+        "nn.conv2d", "compute", _conv2d, accepts=_accepts("NCHW", "OIHW"),
+        layer=lambda node: "conv", weights=lambda node: {1: 0},
+    )
+)
+register(
+    OpRule(
+        "nn.conv2d_transpose", "compute", _conv2d_transpose, accepts=_accepts("NCHW", "IOHW"),
+        layer=lambda node: "conv", weights=lambda node: {1: _transpose_axis(node)},
+    )
+)

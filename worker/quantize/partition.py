@@ -1,0 +1,79 @@
+"""Partition: decide which ops run in integers, and why each other op stays float.
+
+Compute ops (conv, dense, multiply, lookup tables) open quantized regions; follow ops (add, relu,
+pooling, data movement) join a region only when an operand is already quantized, as Relay did.
+The qconfig's skip_conv_layers / skip_dense_layer / exclude_ops / debug_enabled_ops keep ops float.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tvm import relax
+
+from worker.qconfig import QConfig
+from worker.quantize.graph import Graph, Node
+from worker.quantize.ops import rule_for
+
+
+@dataclass
+class Partition:
+    quantized: set[Node] = field(default_factory=set)
+    #: why each float op stayed float: "no rule", "excluded by qconfig", "skipped layer", ...
+    reasons: dict[Node, str] = field(default_factory=dict)
+    #: conv layer index (graph order, as skip_conv_layers counts) of every conv node
+    conv_index: dict[Node, int] = field(default_factory=dict)
+
+
+def is_quantized(graph: Graph, partition: Partition, expr: relax.Expr) -> bool:
+    """Whether the value of `expr` will be integer, looking through tuples and tuple items."""
+    if isinstance(expr, relax.Tuple):
+        return any(is_quantized(graph, partition, f) for f in expr.fields)
+    node = graph.producer(expr)
+    if node is None:
+        return False
+    if node.op is not None:
+        return node in partition.quantized
+    value = node.value
+    if isinstance(value, relax.TupleGetItem):
+        return is_quantized(graph, partition, value.tuple_value)
+    if isinstance(value, relax.Tuple):
+        return any(is_quantized(graph, partition, f) for f in value.fields)
+    return is_quantized(graph, partition, value) if isinstance(value, relax.Var) else False
+
+
+def _excluded(op: str, qconfig: QConfig) -> bool:
+    if op in qconfig.exclude_ops:
+        return True
+    return qconfig.debug_enabled_ops is not None and op not in qconfig.debug_enabled_ops
+
+
+def partition(graph: Graph, qconfig: QConfig) -> Partition:
+    result = Partition()
+    conv_count = 0
+    for node in graph.nodes:
+        if node.op is None:
+            continue
+        rule = rule_for(node.op)
+        if rule is None:
+            result.reasons[node] = "no rule"
+            continue
+        layer = rule.layer(node)
+        if layer == "conv":
+            result.conv_index[node] = conv_count
+            conv_count += 1
+        if _excluded(node.op, qconfig):
+            result.reasons[node] = "excluded by qconfig"
+        elif layer == "conv" and result.conv_index[node] in qconfig.skip_conv_layers:
+            result.reasons[node] = "skipped layer"
+        elif layer == "dense" and qconfig.skip_dense_layer:
+            result.reasons[node] = "skipped layer"
+        elif (why := rule.accepts(node)) is not None:
+            result.reasons[node] = f"unsupported: {why}"
+        elif rule.role == "compute" or any(
+            is_quantized(graph, result, arg) for arg in node.call.args
+        ):
+            result.quantized.add(node)
+        else:
+            result.reasons[node] = "float operands (follow op outside a quantized region)"
+    return result

@@ -1,0 +1,401 @@
+"""The report as one self-contained HTML page: inline CSS and an inline SVG chart, no script, no fetch.
+
+The page is served by the API and written by the CLI next to the artifact; it must read well offline
+and from a file:// URL, so nothing is loaded from anywhere. Every string that comes from the report
+(op names come from the user's ONNX model) goes through `html.escape`. The dict is validated with the
+report schema first, so the page can only show a report that is internally consistent.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from worker.report.metrics import SQNR_CAP_DB
+from worker.report.schema import (
+    Accuracy,
+    Calibration,
+    Integrality,
+    LayerAccuracy,
+    OpGroup,
+    Performance,
+    Provenance,
+    Report,
+    Summary,
+)
+
+#: SQNR bands for colouring bars and values: below 20 dB a layer visibly hurts accuracy.
+SQNR_BAD_DB = 20.0
+SQNR_GOOD_DB = 30.0
+
+_GROUP_TITLES: dict[OpGroup, str] = {
+    "prefix": "Quantize prefix (float → int)",
+    "core": "Integral core",
+    "suffix": "Dequantize suffix (int → float)",
+    "float_fallback": "Float fallback (outside the quantized region)",
+}
+
+_CSS = """
+:root { --ok: #2f8f4e; --bad: #c93c3c; --warn: #d6932a; --muted: #667; --line: #dde; }
+* { box-sizing: border-box; }
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d2330;
+  margin: 0; background: #f6f7fa; }
+main { max-width: 1120px; margin: 0 auto; padding: 24px 28px 48px; }
+h1 { font-size: 24px; margin: 0 0 4px; }
+h2 { font-size: 19px; margin: 0 0 12px; }
+section { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 18px 20px;
+  margin: 18px 0; }
+.sub { color: var(--muted); margin: 0; }
+.badge { display: inline-block; padding: 6px 14px; border-radius: 999px; font-weight: 600;
+  color: #fff; margin-right: 8px; }
+.badge.ok { background: var(--ok); } .badge.bad { background: var(--bad); }
+.badge.neutral { background: #557; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(170px, 1fr)); gap: 12px;
+  margin-top: 14px; }
+.card { border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px; }
+.card .label { color: var(--muted); font-size: 13px; }
+.card .value { font-size: 22px; font-weight: 600; }
+.q-bad { color: var(--bad); } .q-warn { color: var(--warn); } .q-good { color: var(--ok); }
+.note { margin: 12px 0 0; padding: 8px 12px; border-left: 4px solid var(--bad); background: #fdf0f0; }
+table { border-collapse: collapse; width: 100%; font-size: 14px; }
+th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
+td code { overflow-wrap: anywhere; }
+td.dtypes { white-space: nowrap; }
+.scroll { overflow-x: auto; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.group th { background: #eef0f6; font-size: 14px; }
+tr.float td { background: #fff3e0; }
+tr.float.core td, tr.float.float_fallback td { background: #fde4e4; }
+code, pre { font: 13px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+pre { background: #f3f4f8; padding: 10px; border-radius: 6px; overflow: auto; max-height: 420px; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; margin: 0; }
+dt { color: var(--muted); } dd { margin: 0; word-break: break-all; }
+.legend span { display: inline-block; margin-right: 16px; font-size: 13px; }
+.legend i { display: inline-block; width: 12px; height: 12px; margin-right: 5px; vertical-align: -1px; }
+svg text { font: 12px system-ui, sans-serif; fill: #1d2330; }
+svg .axis-label { font-size: 13px; font-weight: 600; }
+footer { color: var(--muted); font-size: 13px; text-align: center; }
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _quality(sqnr: float) -> str:
+    if sqnr < SQNR_BAD_DB:
+        return "bad"
+    return "warn" if sqnr < SQNR_GOOD_DB else "good"
+
+
+_NUM = ' class="num"'
+BAR_COLORS = {"bad": "#c93c3c", "warn": "#d6932a", "good": "#2f8f4e"}
+
+
+def _db(sqnr: float) -> str:
+    return f"exact (≥ {SQNR_CAP_DB:.0f} dB)" if sqnr >= SQNR_CAP_DB else f"{sqnr:.1f} dB"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3g} ms" if value < 100 else f"{value:.0f} ms"
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def _values(values: float | list[float]) -> str:
+    if isinstance(values, list):
+        return f"{len(values)} channels, {min(values):.4g} … {max(values):.4g}" if values else "none"
+    return f"{values:.4g}"
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: Sequence[int] = ()) -> str:
+    """A table from already-escaped cell HTML; columns listed in `numeric` are right-aligned."""
+    head = "".join(f"<th{_NUM if i in numeric else ''}>{h}</th>" for i, h in enumerate(headers))
+    body = "".join(
+        "<tr>" + "".join(f"<td{_NUM if i in numeric else ''}>{c}</td>" for i, c in enumerate(r)) + "</tr>"
+        for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _card(label: str, value: str, css_class: str = "") -> str:
+    cls = f' class="value {css_class}"' if css_class else ' class="value"'
+    return f'<div class="card"><div class="label">{_e(label)}</div><div{cls}>{_e(value)}</div></div>'
+
+
+def _summary(s: Summary, integrality: Integrality) -> str:
+    badge = (
+        '<span id="integral-badge" class="badge ok">Fully integral: yes</span>'
+        if s.fully_integral
+        else '<span id="integral-badge" class="badge bad">Fully integral: no</span>'
+    )
+    if s.do_simulation:
+        badge += '<span class="badge neutral">simulation build (do_simulation)</span>'
+    cards = [
+        _card("Cosine similarity", f"{s.cosine:.5f}"),
+        _card("SQNR (worst output)", _db(s.sqnr_db), f"q-{_quality(s.sqnr_db)}"),
+        _card("Top-1 agreement", _pct(s.top1_agreement)),
+        _card("Speed-up (float / int8)", f"{s.speedup:.2f}×", "q-good" if s.speedup >= 1 else "q-bad"),
+        _card("Float latency (median)", _ms(s.float_latency_ms)),
+        _card("Quantized latency (median)", _ms(s.quantized_latency_ms)),
+        _card("Calibration", s.calibrate_mode),
+    ]
+    note = ""
+    if integrality.float_in_core:
+        names = ", ".join(f"<code>{_e(n)}</code>" for n in integrality.float_in_core)
+        note = f'<p class="note">Float ops inside the integral core: {names}</p>'
+    return (
+        f'<section id="summary"><h2>Summary</h2><div>{badge}</div>'
+        f'<div class="cards">{"".join(cards)}</div>{note}</section>'
+    )
+
+
+def _nice_step(span: float) -> float:
+    """A 1/2/5×10ⁿ tick step giving about six ticks over `span`."""
+    raw = span / 6
+    power = 10 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+
+
+def _sqnr_chart(layers: list[LayerAccuracy]) -> str:
+    """Horizontal bars, one per layer in graph order (top to bottom), so long models stay legible.
+
+    The x axis stops at 100 dB (or the largest value if lower, at least 40 dB): exact layers at the
+    cap would otherwise flatten every real difference. Bars past the axis end are cut; their labels
+    still give the true value.
+    """
+    label_w, value_w, bar_h, gap, top, bottom, plot_w = 280, 120, 16, 5, 16, 56, 600
+    values = [layer.sqnr_db for layer in layers]
+    step = _nice_step(max(40.0, min(max(values), 100.0)) - min(0.0, min(values)))
+    lo = max(-60.0, step * math.floor(min(0.0, min(values)) / step))
+    hi = step * math.ceil(max(40.0, min(max(values), 100.0)) / step)
+    height = top + len(layers) * (bar_h + gap) + bottom
+    width = label_w + plot_w + value_w
+
+    def x(v: float) -> float:
+        return label_w + plot_w * (min(max(v, lo), hi) - lo) / (hi - lo)
+
+    parts = []
+    tick = lo
+    while tick <= hi + 1e-9:
+        parts.append(
+            f'<line x1="{x(tick):.1f}" y1="{top - 4}" x2="{x(tick):.1f}" y2="{height - bottom + 4}" '
+            f'stroke="#dde" />'
+            f'<text x="{x(tick):.1f}" y="{height - bottom + 20}" text-anchor="middle">{tick:g}</text>'
+        )
+        tick += step
+    parts.append(
+        f'<line x1="{x(SQNR_BAD_DB):.1f}" y1="{top - 4}" x2="{x(SQNR_BAD_DB):.1f}" '
+        f'y2="{height - bottom + 4}" stroke="#c93c3c" stroke-dasharray="4 3" />'
+    )
+    for i, layer in enumerate(layers):
+        y = top + i * (bar_h + gap)
+        x0, x1 = sorted((x(0.0), x(layer.sqnr_db)))
+        title = f"{layer.name} ({layer.op}): {_db(layer.sqnr_db)}, cosine {layer.cosine:.5f}"
+        label = layer.name if len(layer.name) <= 38 else layer.name[:37] + "…"
+        parts.append(
+            f'<text x="{label_w - 8}" y="{y + bar_h - 4}" text-anchor="end">{_e(label)}'
+            f"<title>{_e(title)}</title></text>"
+            f'<rect class="bar" x="{x0:.1f}" y="{y}" width="{max(x1 - x0, 1.0):.1f}" height="{bar_h}" '
+            f'fill="{BAR_COLORS[_quality(layer.sqnr_db)]}"><title>{_e(title)}</title></rect>'
+            f'<text x="{label_w + plot_w + 8}" y="{y + bar_h - 4}">{_e(_db(layer.sqnr_db))}</text>'
+        )
+    parts.append(
+        f'<line x1="{label_w}" y1="{height - bottom + 4}" x2="{label_w + plot_w}" '
+        f'y2="{height - bottom + 4}" stroke="#667" />'
+        f'<text class="axis-label" x="{label_w + plot_w / 2}" y="{height - 8}" text-anchor="middle">'
+        "SQNR of the quantized layer output vs float (dB)</text>"
+        f'<text class="axis-label" x="{label_w - 8}" y="{height - 8}" text-anchor="end">'
+        "layer (graph order ↓)</text>"
+    )
+    return (
+        f'<svg id="sqnr-chart" xmlns="http://www.w3.org/2000/svg" width="100%" '
+        f'viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="Per-layer SQNR in dB, {len(layers)} layers in graph order">{"".join(parts)}</svg>'
+    )
+
+
+def _layers(accuracy: Accuracy) -> str:
+    if not accuracy.layers:
+        return '<section id="layers"><h2>Per-layer SQNR</h2><p>No per-layer measurements.</p></section>'
+    legend = "".join(
+        f'<span><i style="background:{BAR_COLORS[q]}"></i>{_e(text)}</span>'
+        for q, text in (
+            ("bad", f"< {SQNR_BAD_DB:g} dB"),
+            ("warn", f"{SQNR_BAD_DB:g}–{SQNR_GOOD_DB:g} dB"),
+            ("good", f"≥ {SQNR_GOOD_DB:g} dB"),
+        )
+    )
+    worst = min(accuracy.layers, key=lambda layer: layer.sqnr_db)
+    return (
+        '<section id="layers"><h2>Per-layer SQNR</h2>'
+        f'<p class="sub">Where accuracy is lost: each quantized layer\'s output against the float model. '
+        f"Worst: <code>{_e(worst.name)}</code> ({_e(worst.op)}) at {_e(_db(worst.sqnr_db))}.</p>"
+        f'<p class="legend">{legend}</p>{_sqnr_chart(accuracy.layers)}</section>'
+    )
+
+
+def _accuracy(accuracy: Accuracy) -> str:
+    origin = (
+        "held-out samples (not seen by calibration)"
+        if accuracy.held_out
+        else "samples that calibration also saw (no held-out split)"
+    )
+    rows = [
+        [
+            f"<code>{_e(o.name)}</code>",
+            f"{o.cosine:.5f}",
+            f'<span class="q-{_quality(o.sqnr_db)}">{_e(_db(o.sqnr_db))}</span>',
+            f"{o.max_abs_error:.4g}",
+            f"{o.mean_abs_error:.4g}",
+            _e(_pct(o.top1_agreement)),
+            f'<span class="q-bad">{o.nonfinite}</span>' if o.nonfinite else "0",
+        ]
+        for o in accuracy.outputs
+    ]
+    table = _table(
+        ["Output", "Cosine", "SQNR", "Max |error|", "Mean |error|", "Top-1 agreement", "NaN/inf"],
+        rows,
+        numeric=(1, 2, 3, 4, 5, 6),
+    )
+    return (
+        f'<section id="accuracy"><h2>Accuracy</h2><p class="sub">Float vs quantized outputs on '
+        f"{accuracy.samples} {_e(origin)}.</p>{table}</section>"
+    )
+
+
+def _ops(integrality: Integrality) -> str:
+    c = integrality.counts
+    total_macs = c.integer_macs + c.float_macs
+    int_share = f" ({100 * c.integer_macs / total_macs:.1f} % of MACs)" if total_macs else ""
+    head = "".join(
+        f"<th{_NUM if h in ('#', 'MACs') else ''}>{h}</th>"
+        for h in ("#", "PrimFunc", "Relax op", "Inputs", "Outputs", "MACs", "Dtypes", "Why float")
+    )
+    bodies = []
+    for group, title in _GROUP_TITLES.items():
+        members = [(i, op) for i, op in enumerate(integrality.ops) if op.group == group]
+        if not members:
+            continue
+        floats = sum(not op.integral for _, op in members)
+        rows = [
+            f'<tr class="group"><th colspan="8">{_e(title)}: {len(members)} ops, {floats} float</th></tr>'
+        ]
+        for i, op in members:
+            cls = "int" if op.integral else f"float {group}"
+            rows.append(
+                f'<tr class="{cls}"><td class="num">{i}</td><td><code>{_e(op.name)}</code></td>'
+                f'<td>{_e(op.relax_op)}</td><td class="dtypes">{_e(", ".join(op.inputs))}</td>'
+                f'<td class="dtypes">{_e(", ".join(op.outputs))}</td><td class="num">{op.macs:,}</td>'
+                f"<td>{'integer' if op.integral else 'float'}</td><td>{_e(op.reason or '')}</td></tr>"
+            )
+        bodies.append(f'<tbody data-group="{group}">{"".join(rows)}</tbody>')
+    return (
+        '<section id="integrality"><h2>Integrality of the compiled module</h2>'
+        f'<p class="sub">Every TIR PrimFunc called from <code>main</code>: {c.integer_ops} integer ops'
+        f"{int_share}, {c.float_ops} float ops. Float rows are highlighted; red ones are float "
+        "work the quantized model still does.</p>"
+        f'<div class="scroll"><table id="ops-table"><thead><tr>{head}</tr></thead>{"".join(bodies)}</table>'
+        "</div></section>"
+    )
+
+
+def _performance(p: Performance) -> str:
+    rows = [
+        [
+            "Float build",
+            _ms(p.float.median_ms),
+            _ms(p.float.p90_ms),
+            _bytes(p.float_artifact_bytes),
+            _bytes(p.weight_bytes_float),
+        ],
+        [
+            "Quantized build",
+            _ms(p.quantized.median_ms),
+            _ms(p.quantized.p90_ms),
+            _bytes(p.artifact_bytes),
+            _bytes(p.weight_bytes_quantized),
+        ],
+    ]
+    table = _table(["", "Median", "p90", "Library size", "Weights"], rows, numeric=(1, 2, 3, 4))
+    return (
+        f'<section id="performance"><h2>Performance</h2><p class="sub">{p.runs} interleaved runs per '
+        f"build in one process, {p.threads} runtime thread(s). Speed-up {p.speedup:.2f}×.</p>"
+        f"{table}</section>"
+    )
+
+
+def _calibration(cal: Calibration) -> str:
+    rows = [
+        [
+            f"<code>{_e(t.name)}</code>",
+            _e(t.kind),
+            _e(t.method),
+            _e(_values(t.threshold)),
+            _e(_values(t.scale)),
+        ]
+        for t in cal.tensors
+    ]
+    table = _table(["Tensor", "Kind", "Method", "Threshold", "Scale"], rows)
+    return (
+        f'<section id="calibration"><h2>Calibration</h2><p class="sub">Method {_e(cal.method)}: '
+        f"{cal.samples_seen} samples in {cal.batches} batches.</p>{table}</section>"
+    )
+
+
+def _provenance(p: Provenance) -> str:
+    facts = [
+        ("Model sha256", p.model_sha256),
+        ("Calibration sha256", p.calibration_sha256 or "none (no calibration data)"),
+        ("Artifact sha256", p.artifact_sha256),
+        ("TVM", p.tvm_version),
+        ("tvmq", p.tvmq_version),
+        ("Target", json.dumps(p.target, sort_keys=True)),
+        ("Created", p.created_at.isoformat()),
+    ]
+    dl = "".join(f"<dt>{_e(k)}</dt><dd><code>{_e(v)}</code></dd>" for k, v in facts)
+    timings = [*p.stage_seconds.items(), ("total", sum(p.stage_seconds.values()))]
+    stages = _table(["Stage", "Seconds"], [[_e(k), f"{v:.2f}"] for k, v in timings], numeric=(1,))
+    qconfig = _e(json.dumps(p.qconfig, indent=2, sort_keys=True))
+    return (
+        f'<section id="provenance"><h2>Provenance</h2><dl>{dl}</dl><h3>Stage wall time</h3>{stages}'
+        f"<h3>qconfig as applied</h3><pre>{qconfig}</pre></section>"
+    )
+
+
+def render_report_html(report: dict[str, Any]) -> str:
+    """The whole page for one report dict (as stored in report.json)."""
+    r = Report.model_validate(report)
+    created = _e(r.provenance.created_at.isoformat())
+    body = "".join(
+        [
+            _summary(r.summary, r.integrality),
+            _layers(r.accuracy),
+            _accuracy(r.accuracy),
+            _ops(r.integrality),
+            _performance(r.performance),
+            _calibration(r.calibration),
+            _provenance(r.provenance),
+        ]
+    )
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>tvmq report {_e(r.provenance.model_sha256[:12])}</title><style>{_CSS}</style></head>"
+        f'<body><main><h1>tvmq verification report</h1><p class="sub">model '
+        f"<code>{_e(r.provenance.model_sha256[:16])}…</code>, created {created}"
+        f"</p>{body}<footer>report schema {_e(r.schema_version)} · generated by tvmq "
+        f"{_e(r.provenance.tvmq_version)}</footer></main></body></html>"
+    )

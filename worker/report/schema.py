@@ -1,0 +1,214 @@
+"""The verification report's one data model, shared by the CLI, the Celery worker and the HTML page.
+
+The service serves `report_schema()` at GET /report/schema and must not import TVM, so this module
+is plain pydantic. Every model forbids unknown keys and non-finite floats: a misspelled field or an
+`inf` SQNR in the assembling code fails at construction instead of producing a report that no JSON
+parser (or user) can read. Cross-field invariants (counts agree with the op list, the summary agrees
+with the sections) are validated here for the same reason: the report is the proof of integrality,
+so it must not be able to contradict itself.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+SCHEMA_VERSION = "1.0"
+
+OpGroup = Literal["prefix", "core", "suffix", "float_fallback"]
+#: Why an op kept float dtypes. "simulation" means do_simulation built the fake-quantized float module.
+FloatReason = Literal["no rule", "excluded by qconfig", "skipped layer", "simulation"]
+TensorKind = Literal["input", "activation", "weight"]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class OpRecord(_Strict):
+    name: str = Field(description="TIR PrimFunc name called from main")
+    relax_op: str = Field(description='Relax op or fused group, e.g. "nn.conv2d" or "fused_conv2d_add_relu"')
+    group: OpGroup
+    inputs: list[str] = Field(description="input dtypes")
+    outputs: list[str] = Field(description="output dtypes")
+    integral: bool = Field(description="every input and output dtype is an integer or bool type")
+    macs: int = Field(ge=0, description="multiply-accumulates per inference")
+    reason: FloatReason | None = Field(None, description="why the op stayed float; None when integral")
+
+    @model_validator(mode="after")
+    def _reason_only_for_float(self) -> OpRecord:
+        if self.integral and self.reason is not None:
+            raise ValueError(f"op {self.name!r} is integral but has a float reason {self.reason!r}")
+        return self
+
+
+class OpCounts(_Strict):
+    integer_ops: int = Field(ge=0)
+    float_ops: int = Field(ge=0)
+    integer_macs: int = Field(ge=0)
+    float_macs: int = Field(ge=0)
+
+
+class Integrality(_Strict):
+    fully_integral: bool = Field(description="no op of the core group has a float input or output")
+    ops: list[OpRecord] = Field(description="every PrimFunc called from main, in call order")
+    counts: OpCounts
+    float_in_core: list[str] = Field(description="names of the core ops that are not integral")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Integrality:
+        expected_core = [op.name for op in self.ops if op.group == "core" and not op.integral]
+        if self.float_in_core != expected_core:
+            raise ValueError(f"float_in_core {self.float_in_core} != float core ops {expected_core}")
+        if self.fully_integral != (not expected_core):
+            raise ValueError(f"fully_integral={self.fully_integral} but float core ops are {expected_core}")
+        expected = OpCounts(
+            integer_ops=sum(op.integral for op in self.ops),
+            float_ops=sum(not op.integral for op in self.ops),
+            integer_macs=sum(op.macs for op in self.ops if op.integral),
+            float_macs=sum(op.macs for op in self.ops if not op.integral),
+        )
+        if self.counts != expected:
+            raise ValueError(f"counts {self.counts.model_dump()} != counts of ops {expected.model_dump()}")
+        return self
+
+
+class OutputAccuracy(_Strict):
+    name: str
+    cosine: float = Field(ge=-1.0, le=1.0)
+    sqnr_db: float = Field(description="capped at ±metrics.SQNR_CAP_DB (JSON has no infinity)")
+    max_abs_error: float = Field(ge=0.0)
+    mean_abs_error: float = Field(ge=0.0)
+    top1_agreement: float | None = Field(None, ge=0.0, le=1.0, description="None unless class scores")
+    nonfinite: int = Field(
+        0, ge=0, description="elements where either output was NaN/inf; excluded from the other metrics"
+    )
+
+
+class LayerAccuracy(_Strict):
+    name: str
+    op: str
+    sqnr_db: float
+    cosine: float = Field(ge=-1.0, le=1.0)
+
+
+class Accuracy(_Strict):
+    samples: int = Field(ge=0)
+    held_out: bool = Field(description="the samples were not seen by calibration")
+    outputs: list[OutputAccuracy] = Field(min_length=1)
+    layers: list[LayerAccuracy] = Field(description="per quantized layer, in graph order")
+
+
+class Latency(_Strict):
+    median_ms: float = Field(ge=0.0)
+    p90_ms: float = Field(ge=0.0)
+
+
+class Performance(_Strict):
+    runs: int = Field(ge=1, description="timed runs per build, interleaved float/quantized")
+    threads: int = Field(ge=1, description="TVM runtime thread pool size")
+    float: Latency
+    quantized: Latency
+    speedup: float = Field(gt=0.0, description="float median / quantized median")
+    artifact_bytes: int = Field(ge=0, description="size of the quantized shared library")
+    float_artifact_bytes: int = Field(ge=0)
+    weight_bytes_float: int = Field(ge=0)
+    weight_bytes_quantized: int = Field(ge=0)
+
+
+class TensorCalibration(_Strict):
+    name: str
+    threshold: float | list[float] = Field(description="clip range; a list when per-channel")
+    scale: float | list[float] = Field(description="real value of one integer step; a list when per-channel")
+    method: str = Field(description='how it was chosen, e.g. "kl_divergence", "power2"')
+    kind: TensorKind
+
+
+class Calibration(_Strict):
+    method: str
+    samples_seen: int = Field(ge=0)
+    batches: int = Field(ge=0)
+    tensors: list[TensorCalibration]
+
+
+class Provenance(_Strict):
+    model_sha256: Sha256
+    calibration_sha256: Sha256 | None = None
+    artifact_sha256: Sha256
+    qconfig: dict[str, Any] = Field(description="the qconfig as applied, defaults filled in")
+    tvm_version: str
+    target: dict[str, Any]
+    stage_seconds: dict[str, float] = Field(description="wall time of each pipeline stage")
+    created_at: datetime
+    tvmq_version: str
+
+
+class Summary(_Strict):
+    fully_integral: bool
+    cosine: float = Field(ge=-1.0, le=1.0, description="the worst output's")
+    sqnr_db: float = Field(description="the worst output's")
+    top1_agreement: float | None = Field(None, ge=0.0, le=1.0, description="the worst class-score output's")
+    speedup: float = Field(gt=0.0)
+    float_latency_ms: float = Field(ge=0.0)
+    quantized_latency_ms: float = Field(ge=0.0)
+    calibrate_mode: str
+    do_simulation: bool
+
+    @classmethod
+    def from_sections(
+        cls,
+        integrality: Integrality,
+        accuracy: Accuracy,
+        performance: Performance,
+        calibrate_mode: str,
+        do_simulation: bool,
+    ) -> Summary:
+        """Derive the summary so that it can never disagree with the sections it summarizes."""
+        top1 = [o.top1_agreement for o in accuracy.outputs if o.top1_agreement is not None]
+        return cls(
+            fully_integral=integrality.fully_integral,
+            cosine=min(o.cosine for o in accuracy.outputs),
+            sqnr_db=min(o.sqnr_db for o in accuracy.outputs),
+            top1_agreement=min(top1) if top1 else None,
+            speedup=performance.speedup,
+            float_latency_ms=performance.float.median_ms,
+            quantized_latency_ms=performance.quantized.median_ms,
+            calibrate_mode=calibrate_mode,
+            do_simulation=do_simulation,
+        )
+
+
+class Report(_Strict):
+    schema_version: Literal["1.0"] = SCHEMA_VERSION
+    summary: Summary
+    integrality: Integrality
+    accuracy: Accuracy
+    performance: Performance
+    calibration: Calibration
+    provenance: Provenance
+
+    @model_validator(mode="after")
+    def _summary_matches(self) -> Report:
+        expected = Summary.from_sections(
+            self.integrality,
+            self.accuracy,
+            self.performance,
+            self.summary.calibrate_mode,
+            self.summary.do_simulation,
+        )
+        if self.summary != expected:
+            diff = {
+                key: (value, getattr(expected, key))
+                for key, value in self.summary
+                if value != getattr(expected, key)
+            }
+            raise ValueError(f"summary disagrees with the sections (given, derived): {diff}")
+        return self
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON schema served at GET /report/schema."""
+    return Report.model_json_schema()

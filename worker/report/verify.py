@@ -1,0 +1,150 @@
+"""Verify: build the report sections by running both artifacts and reading the lowered IR."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import tvm
+
+from worker.build import compile_module, vm_of
+from worker.qconfig import QConfig
+from worker.quantize.graph import Graph
+from worker.quantize.realize import Realizer, probe_module
+from worker.report.integrality import classify, lowered_ops
+from worker.report.metrics import ErrorAccumulator
+from worker.report.schema import (
+    Accuracy,
+    Calibration,
+    Integrality,
+    LayerAccuracy,
+    OpCounts,
+    OpRecord,
+    TensorCalibration,
+)
+
+#: per-layer comparison cost grows with layers x batches; these bound it for big models
+MAX_LAYER_BATCHES = 8
+_REASONS = {"excluded by qconfig", "skipped layer", "simulation"}
+
+
+def _as_list(out: object) -> list[np.ndarray]:
+    if isinstance(out, tvm.runtime.Tensor):
+        return [out.numpy()]
+    return [o.numpy() for o in out]
+
+
+def _run(vm: tvm.relax.VirtualMachine, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    return _as_list(vm["main"](*[tvm.runtime.tensor(x) for x in inputs]))
+
+
+def integrality(qmod: tvm.IRModule, reasons: dict[str, str]) -> Integrality:
+    ops = classify(lowered_ops(qmod))
+    records = [
+        OpRecord(
+            name=op.name,
+            relax_op=op.name.rstrip("0123456789"),
+            group=op.group,
+            inputs=op.inputs,
+            outputs=op.outputs,
+            integral=op.integral,
+            macs=op.macs,
+            reason=None
+            if op.integral or op.var not in reasons
+            else (reasons[op.var] if reasons[op.var] in _REASONS else "no rule"),
+        )
+        for op in ops
+    ]
+    core_float = [r.name for r in records if r.group == "core" and not r.integral]
+    return Integrality(
+        fully_integral=not core_float,
+        ops=records,
+        float_in_core=core_float,
+        counts=OpCounts(
+            integer_ops=sum(r.integral for r in records),
+            float_ops=sum(not r.integral for r in records),
+            integer_macs=sum(r.macs for r in records if r.integral),
+            float_macs=sum(r.macs for r in records if not r.integral),
+        ),
+    )
+
+
+def accuracy(
+    float_vm: tvm.relax.VirtualMachine,
+    quant_vm: tvm.relax.VirtualMachine,
+    eval_batches: list[list[np.ndarray]],
+    output_names: list[str],
+    held_out: bool,
+    graph: Graph,
+    realizer: Realizer,
+    qconfig: QConfig,
+    target: tvm.target.Target,
+) -> Accuracy:
+    outputs = [ErrorAccumulator() for _ in output_names]
+    for inputs in eval_batches:
+        for acc, ref, q in zip(outputs, _run(float_vm, inputs), _run(quant_vm, inputs), strict=True):
+            acc.update(ref, q)
+    layers = _layer_accuracy(eval_batches[:MAX_LAYER_BATCHES], graph, realizer, qconfig, target)
+    batch = int(graph.params[0].ty.shape[0])
+    return Accuracy(
+        samples=len(eval_batches) * batch,
+        held_out=held_out,
+        outputs=[acc.output_accuracy(name) for acc, name in zip(outputs, output_names, strict=True)],
+        layers=layers,
+    )
+
+
+def _layer_accuracy(
+    batches: list[list[np.ndarray]],
+    graph: Graph,
+    realizer: Realizer,
+    qconfig: QConfig,
+    target: tvm.target.Target,
+) -> list[LayerAccuracy]:
+    """Each quantized layer's dequantized output against the float model's tensor there."""
+    nodes = [n for n in graph.nodes if n in realizer.layers]
+    if not nodes or qconfig.do_simulation:
+        return []
+    points = [n.var for n in nodes]
+    float_vm = vm_of(compile_module(probe_module(graph, qconfig, points), target))
+    debug = Realizer(graph, qconfig, realizer.quantized, realizer.thresholds).build(points)
+    quant_vm = vm_of(compile_module(debug, target))
+    accs = [ErrorAccumulator() for _ in nodes]
+    for inputs in batches:
+        for acc, ref, q in zip(accs, _run(float_vm, inputs), _run(quant_vm, inputs), strict=True):
+            acc.update(ref, q)
+    return [
+        LayerAccuracy(name=n.name, op=n.op, sqnr_db=a.sqnr_db, cosine=a.cosine)
+        for n, a in zip(nodes, accs, strict=True)
+    ]
+
+
+def calibration_section(
+    method: str,
+    samples: int,
+    batches: int,
+    table: list[tuple[str, float, str]],
+    nbits: dict[str, int],
+    weights: Iterator[tuple[str, np.ndarray, str]],
+) -> Calibration:
+    tensors = [
+        TensorCalibration(name=name, threshold=t, scale=t / 2 ** (nbits[kind] - 1), method=method, kind=kind)
+        for name, t, kind in table
+    ]
+    for name, scale, wmethod in weights:
+        values = scale.ravel().tolist()
+        tensors.append(
+            TensorCalibration(
+                name=name,
+                threshold=[v * 128 for v in values] if len(values) > 1 else values[0] * 128,
+                scale=values if len(values) > 1 else values[0],
+                method=wmethod,
+                kind="weight",
+            )
+        )
+    return Calibration(method=method, samples_seen=samples, batches=batches, tensors=tensors)
+
+
+def file_size(path: Path) -> int:
+    return path.stat().st_size
