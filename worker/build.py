@@ -30,9 +30,10 @@ def compile_module(mod: tvm.IRModule, target: tvm.target.Target) -> relax.VMExec
 
     try:
         return fast_compile(mod, target)
-    except Exception as exc:  # noqa: BLE001 - any failure of our schedules falls back to TVM's
-        warnings.warn(f"tvmq CPU pipeline failed ({str(exc).splitlines()[-1]}); using TVM's default",
-                      stacklevel=2)
+    except Exception as exc:
+        warnings.warn(
+            f"tvmq CPU pipeline failed ({str(exc).splitlines()[-1]}); using TVM's default", stacklevel=2
+        )
     try:
         return tvm.compile(mod, target)
     except Exception as exc:

@@ -51,7 +51,9 @@ def load_onnx(path: Path) -> onnx.ModelProto:
         model = onnx.load_model(str(path), load_external_data=False)
     except Exception as exc:
         raise ModelError(f"{Path(path).name} is not a readable ONNX model: {exc}", reason=str(exc)) from exc
-    for tensor_name, where in _external_tensors(model):
+    external = next(_external_tensors(model), None)
+    if external is not None:
+        tensor_name, where = external
         raise ExternalDataError(
             f"tensor '{tensor_name}' ({where}) is stored in an external file; tvmq only accepts "
             "self-contained models. Re-save it with all tensors inside the .onnx file "
@@ -151,22 +153,34 @@ def simplify(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> onnx
     """Pin the input shapes and fold the graph so shape subgraphs become constants.
 
     onnxslim does the job on every export we tried; if it fails we fall back to onnx shape inference
-    plus our own constant folding, which handles the common Shape→Gather→Concat→Reshape case.
+    plus our own constant folding, which handles the common Shape→Gather→Concat→Reshape case. The
+    inputs stay exactly the model's (onnxslim drops inputs no node reads), because the artifact takes
+    every ONNX input in ONNX order.
     """
     import onnxslim
 
+    fixed = _with_fixed_shapes(model, shapes)
     try:
-        return onnxslim.slim(
-            copy.deepcopy(model),
+        slim = onnxslim.slim(
+            copy.deepcopy(fixed),
             input_shapes=[f"{name}:{','.join(map(str, shape))}" for name, shape in shapes.items()],
         )
     except Exception as exc:
         warnings.warn(
-            f"onnxslim could not simplify the model ({exc}); falling back to onnx shape inference "
-            "and constant folding",
+            f"onnxslim could not simplify the model ({_reason(exc)}); falling back to onnx shape "
+            "inference and constant folding",
             stacklevel=2,
         )
-    return _fold_constants(_with_fixed_shapes(model, shapes))
+        try:
+            slim = _fold_constants(onnx.shape_inference.infer_shapes(fixed, strict_mode=True, data_prop=True))
+        except Exception as fold_exc:
+            raise ModelImportError(
+                f"the model could not be simplified for the fixed input shapes {shapes}: {_reason(fold_exc)}",
+                reason=_reason(fold_exc),
+            ) from fold_exc
+    del slim.graph.input[:]
+    slim.graph.input.extend(vi for vi in fixed.graph.input if vi.name in shapes)
+    return slim
 
 
 def import_relax(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> tvm.IRModule:
@@ -292,7 +306,8 @@ def _check_samples(name: str, array: np.ndarray, dims: Dims) -> np.ndarray:
         raise CalibrationError(
             f"input '{name}' needs {need} along axis 0, got {array.shape[0]} (shape {got})", input=name
         )
-    samples = array.astype(np.float32)
+    with np.errstate(over="ignore"):  # float64 beyond float32 range becomes inf, reported just below
+        samples = array.astype(np.float32)
     bad = int(np.size(samples) - np.count_nonzero(np.isfinite(samples)))
     if bad:
         raise CalibrationError(
@@ -304,7 +319,7 @@ def _check_samples(name: str, array: np.ndarray, dims: Dims) -> np.ndarray:
 
 
 def _with_fixed_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
-    """A copy with static input dims and shapes re-inferred from them (stale value_info dropped)."""
+    """A copy with static input dims and no stale intermediate shapes (value_info dropped)."""
     fixed = copy.deepcopy(model)
     for vi in fixed.graph.input:
         if vi.name in shapes:
@@ -313,7 +328,7 @@ def _with_fixed_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]
                 dim.Clear()
                 dim.dim_value = size
     del fixed.graph.value_info[:]
-    return onnx.shape_inference.infer_shapes(fixed, strict_mode=True, data_prop=True)
+    return fixed
 
 
 def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -328,11 +343,13 @@ def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     opsets = list(model.opset_import)
     kept: list[onnx.NodeProto] = []
     for node in graph.node:
-        if node.op_type == "Shape" and node.input[0] in static and node.input[0] not in consts:
-            source = np.zeros(static[node.input[0]], dtype=np.float32)
-            consts[node.output[0]] = _run_node(node, [source], opsets)[0]
+        if node.op_type == "Shape" and node.input[0] in static:
+            # ONNX Shape's start/end clamp and count from the end exactly like a Python slice
+            span = {a.name: a.i for a in node.attribute}
+            dims = np.array(static[node.input[0]], dtype=np.int64)
+            consts[node.output[0]] = dims[span.get("start", 0) : span.get("end")]
         elif _foldable(node, consts):
-            values = _run_node(node, [consts[i] for i in node.input if i], opsets)
+            values = _run_node(node, {i: consts[i] for i in node.input if i}, opsets)
             consts.update((out, np.asarray(v)) for out, v in zip(node.output, values, strict=True))
         else:
             kept.append(node)
@@ -368,12 +385,12 @@ def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _run_node(node: onnx.NodeProto, values: list[np.ndarray], opsets: list[onnx.OperatorSetIdProto]) -> list:
+def _run_node(
+    node: onnx.NodeProto, feeds: dict[str, np.ndarray], opsets: list[onnx.OperatorSetIdProto]
+) -> list:
     """Evaluate one node with onnx's reference implementation, under the model's own opsets."""
     from onnx.reference import ReferenceEvaluator
 
-    names = [i for i in node.input if i]
-    feeds = dict(zip(names, values, strict=True))
     graph = onnx.helper.make_graph(
         [node],
         "fold",

@@ -6,15 +6,14 @@ nothing of HTTP or Celery. Progress is reported through a callback as (stage, pe
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
 import hashlib
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -88,8 +87,9 @@ class _Stages:
         self.progress("done", 100)
 
 
-def _split(calibration: dict[str, np.ndarray] | None, qconfig: QConfig, batch: int
-           ) -> tuple[dict[str, np.ndarray] | None, dict[str, np.ndarray] | None]:
+def _split(
+    calibration: dict[str, np.ndarray] | None, qconfig: QConfig, batch: int
+) -> tuple[dict[str, np.ndarray] | None, dict[str, np.ndarray] | None]:
     """(calibration part, held-out part). Default hold-out: N//5 when that leaves both sides a batch."""
     if calibration is None:
         return None, None
@@ -104,8 +104,10 @@ def _split(calibration: dict[str, np.ndarray] | None, qconfig: QConfig, batch: i
         )
     if holdout == 0:
         return calibration, None
-    return ({k: v[: count - holdout] for k, v in calibration.items()},
-            {k: v[count - holdout:] for k, v in calibration.items()})
+    return (
+        {k: v[: count - holdout] for k, v in calibration.items()},
+        {k: v[count - holdout :] for k, v in calibration.items()},
+    )
 
 
 def _eval_batches(graph, calib, held, shapes, names, limit=16):
@@ -153,7 +155,8 @@ def run_pipeline(
     if calibration is None and qconfig.calibrate_mode != "global_scale":
         raise CalibrationError(
             f"calibrate_mode={qconfig.calibrate_mode!r} needs calibration data (an .npz keyed by the "
-            "model's input names); only global_scale works without", field="calibration",
+            "model's input names); only global_scale works without",
+            field="calibration",
         )
 
     stages.start("import")
@@ -174,8 +177,9 @@ def run_pipeline(
     annotation = annotate(graph, parts, qconfig)
 
     stages.start("calibrate")
-    cal = calibrate(graph, annotation, calib_part, qconfig, target,
-                    progress=lambda f: stages.within("calibrate", f))
+    cal = calibrate(
+        graph, annotation, calib_part, qconfig, target, progress=lambda f: stages.within("calibrate", f)
+    )
 
     stages.start("realize")
     qmod, realizer = realize(graph, annotation, cal.thresholds, qconfig)
@@ -195,29 +199,48 @@ def run_pipeline(
     evals = _eval_batches(graph, calib_part, held_part, shapes, input_names)
     float_vm = vm_of(tvm_load(float_artifact))
     quant_vm = vm_of(tvm_load(artifact))
-    accuracy = verify.accuracy(float_vm, quant_vm, evals, output_names, held_part is not None, graph,
-                               realizer, qconfig, target)
+    accuracy = verify.accuracy(
+        float_vm, quant_vm, evals, output_names, held_part is not None, graph, realizer, qconfig, target
+    )
     integrality = verify.integrality(qmod, realizer.float_reasons)
     performance = bench_artifacts(
-        float_artifact, artifact, evals[0], qconfig.bench_runs,
-        weight_bytes_float=constant_bytes(mod), weight_bytes_quantized=constant_bytes(qmod),
+        float_artifact,
+        artifact,
+        evals[0],
+        qconfig.bench_runs,
+        weight_bytes_float=constant_bytes(mod),
+        weight_bytes_quantized=constant_bytes(qmod),
     )
     nbits = {"input": qconfig.nbit_input, "activation": qconfig.nbit_activation}
     calibration_section = verify.calibration_section(
-        cal.method, cal.samples, cal.batches, cal.table, nbits, realizer.weight_log,
+        cal.method,
+        cal.samples,
+        cal.batches,
+        cal.table,
+        nbits,
+        realizer.weight_log,
     )
     stages.finish()
     provenance = Provenance(
-        model_sha256=_sha256(Path(model_path)), calibration_sha256=_sha256(calibration_path),
-        artifact_sha256=_sha256(artifact), qconfig=qconfig.model_dump(mode="json"),
-        tvm_version=str(tvm_version), target=qconfig.target_dict(), stage_seconds=stages.seconds,
-        created_at=datetime.now(UTC), tvmq_version=_version(),
+        model_sha256=_sha256(Path(model_path)),
+        calibration_sha256=_sha256(calibration_path),
+        artifact_sha256=_sha256(artifact),
+        qconfig=qconfig.model_dump(mode="json"),
+        tvm_version=str(tvm_version),
+        target=qconfig.target_dict(),
+        stage_seconds=stages.seconds,
+        created_at=datetime.now(UTC),
+        tvmq_version=_version(),
     )
     report = Report(
-        summary=Summary.from_sections(integrality, accuracy, performance, qconfig.calibrate_mode,
-                                      qconfig.do_simulation),
-        integrality=integrality, accuracy=accuracy, performance=performance,
-        calibration=calibration_section, provenance=provenance,
+        summary=Summary.from_sections(
+            integrality, accuracy, performance, qconfig.calibrate_mode, qconfig.do_simulation
+        ),
+        integrality=integrality,
+        accuracy=accuracy,
+        performance=performance,
+        calibration=calibration_section,
+        provenance=provenance,
     )
     data = report.model_dump(mode="json")
     report_path = out_dir / "report.json"

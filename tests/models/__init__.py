@@ -22,7 +22,8 @@ DATA = Path(__file__).resolve().parent / "data"
 EXPORTED = {
     "resnet_small": "pre-activation ResNet: BatchNormalization, residual Add, Shape→Gather→Concat→Reshape",
     "mobilenet_small": "depthwise-separable CNN with ReLU6 (Clip), GlobalAveragePool, Flatten, Gemm",
-    "unet_small": "UNet/YOLO-neck: nearest Resize + Concat skips, dynamic batch, height and width",
+    "unet_small": "UNet/YOLO neck: nearest Resize (one sized by Shape→Slice→Concat) + Concat skips, "
+    "dynamic batch, height and width",
     "mlp_small": "three Gemm layers with ReLU",
     "digits_cnn": "CNN trained on scikit-learn digits (8×8), Shape→Gather→Concat→Reshape flatten",
 }

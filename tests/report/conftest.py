@@ -19,7 +19,6 @@ from worker.report.schema import (
     Integrality,
     Latency,
     LayerAccuracy,
-    OpCounts,
     OpRecord,
     OutputAccuracy,
     Performance,
@@ -114,18 +113,7 @@ def build_sample_report(*, with_core_float: bool = True, hostile_name: str | Non
     ops = _ops(with_core_float)
     if hostile_name is not None:
         ops[2] = ops[2].model_copy(update={"name": hostile_name})
-    float_in_core = [op.name for op in ops if op.group == "core" and not op.integral]
-    integrality = Integrality(
-        fully_integral=not float_in_core,
-        ops=ops,
-        counts=OpCounts(
-            integer_ops=sum(op.integral for op in ops),
-            float_ops=sum(not op.integral for op in ops),
-            integer_macs=sum(op.macs for op in ops if op.integral),
-            float_macs=sum(op.macs for op in ops if not op.integral),
-        ),
-        float_in_core=float_in_core,
-    )
+    integrality = Integrality.from_ops(ops)
     core = [op for op in ops if op.group == "core"]
     layer_sqnr = [38.4, 31.2, 14.8, 27.5, 24.1, 33.0, 21.7]
     layers = [

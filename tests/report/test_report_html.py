@@ -101,3 +101,10 @@ def test_invalid_report_is_refused(sample_report: dict[str, Any]) -> None:
     del bad["performance"]
     with pytest.raises(ValidationError, match="performance"):
         render_report_html(bad)
+
+
+def test_no_layers_means_no_chart(sample_report: dict[str, Any]) -> None:
+    report = copy.deepcopy(sample_report)
+    report["accuracy"]["layers"] = []
+    page = render_report_html(report)
+    assert 'id="sqnr-chart"' not in page and "No per-layer measurements." in page

@@ -131,7 +131,7 @@ def test_bench_artifacts_real_runs(libraries: tuple[Path, Path]) -> None:
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="TVM caps its pool at the core count")
 def test_runtime_threads_follows_tvm_num_threads() -> None:
-    """2 threads on request, where TVM's own default on a 2-core x86 box is 1 (it skips "hyper-threads")."""
+    """2 threads on request, where TVM's own default on a 2-core x86 VM is 1 (measured)."""
     env = {**os.environ, "TVM_NUM_THREADS": "2"}
     code = "from worker.report.performance import runtime_threads; print(runtime_threads())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

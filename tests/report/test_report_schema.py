@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from worker.report.schema import SCHEMA_VERSION, Report, report_schema
+from worker.report.schema import SCHEMA_VERSION, Integrality, OpRecord, Report, report_schema
 
 
 def test_round_trip_through_json(sample_report: dict[str, Any]) -> None:
@@ -85,3 +85,15 @@ def test_json_schema_is_self_describing() -> None:
     assert set(schema["required"]) >= {"summary", "integrality", "accuracy", "performance", "provenance"}
     op = schema["$defs"]["OpRecord"]["properties"]
     assert set(op["group"]["enum"]) == {"prefix", "core", "suffix", "float_fallback"}
+
+
+def test_from_ops_derives_verdict_and_counts(sample_report: dict[str, Any]) -> None:
+    ops = [OpRecord.model_validate(op) for op in sample_report["integrality"]["ops"]]
+    derived = Integrality.from_ops(ops)
+    assert derived.fully_integral is False
+    assert derived.float_in_core == ["fused_dequantize_sigmoid_quantize"]
+    assert derived.counts.integer_ops == 6 and derived.counts.float_ops == 5
+    assert derived.counts.integer_macs == 5 * 16 * 32 * 9 * 16 * 16
+    assert derived.counts.float_macs == 3 * 16 * 9 * 32 * 32 + 512 * 10
+    integral_only = Integrality.from_ops([op for op in ops if op.group != "core" or op.integral])
+    assert integral_only.fully_integral is True and integral_only.float_in_core == []

@@ -90,20 +90,28 @@ def schedule_reduction(sch: s_tir.Schedule, block: SBlockRV, loops: list[LoopRV]
         b_o, b_i = sch.split(spatial[b_index], [None, b_factor])
         outer[b_index] = b_o
         tile.append(b_i)
-    v_o, v_i = sch.split(spatial[-1], [None, v_factor])
-    outer.append(v_o)
-    tile.append(v_i)
+    if v_factor > 1:
+        v_o, v_i = sch.split(spatial[-1], [None, v_factor])
+        outer.append(v_o)
+        tile.append(v_i)
+    else:
+        outer.append(spatial[-1])
     sch.reorder(*outer, *reduce_, *tile)
     acc = sch.cache_write(block, 0, "global")
     sch.reverse_compute_at(acc, outer[-1])
     _parallel(sch, outer)
     init = sch.decompose_reduction(block, reduce_[0])
     for blk in (block, init, acc):
-        blk_loops = sch.get_loops(blk)
-        if v_factor > 1:
-            sch.vectorize(blk_loops[-1])
-        if len(tile) == 2:
-            sch.unroll(blk_loops[-2])
+        _finish_tile(sch, sch.get_loops(blk), v_factor, b_factor)
+
+
+def _finish_tile(sch: s_tir.Schedule, loops: list[LoopRV], v_factor: int, b_factor: int) -> None:
+    """Vectorize the tile's vector loop and unroll its block loop, never touching the parallel loop."""
+    serial = [lp for lp in loops[-2:] if sch.get(lp).kind == tirx.ForKind.SERIAL]
+    if v_factor > 1 and serial and _extent(sch, serial[-1]) == v_factor:
+        sch.vectorize(serial.pop())
+    if b_factor > 1 and serial and _extent(sch, serial[-1]) == b_factor:
+        sch.unroll(serial[-1])
 
 
 def _apply(sch: s_tir.Schedule, name: str) -> s_tir.Schedule:
@@ -118,7 +126,7 @@ def _apply(sch: s_tir.Schedule, name: str) -> s_tir.Schedule:
             schedule_reduction(trial, block, loops)
         else:
             schedule_spatial(trial, block, loops)
-    except (s_tir.ScheduleError, ValueError, tvm.TVMError):
+    except (s_tir.ScheduleError, ValueError, tvm.error.InternalError):
         return sch
     return trial
 

@@ -18,7 +18,7 @@ from worker.build import compile_module, vm_of
 from worker.qconfig import QConfig
 from worker.quantize.annotate import Annotation
 from worker.quantize.calibration import make_collector
-from worker.quantize.graph import Graph
+from worker.quantize.graph import Graph, labels
 from worker.quantize.realize import probe_module
 
 
@@ -32,23 +32,26 @@ class CalibrationResult:
     table: list[tuple[str, float, str]] = field(default_factory=list)
 
 
-def batches(calibration: dict[str, np.ndarray], names: list[str], batch: int, limit: int | None = None
-            ) -> Iterator[list[np.ndarray]]:
+def batches(
+    calibration: dict[str, np.ndarray], names: list[str], batch: int, limit: int | None = None
+) -> Iterator[list[np.ndarray]]:
     """Samples `batch` at a time in input order; a short last batch wraps around to the start so
     every sample is seen and every batch has the compiled shape."""
     count = len(next(iter(calibration.values())))
-    steps = -(-count // batch)
-    if limit is not None:
-        steps = min(steps, limit)
-    for step in range(steps):
+    for step in range(batch_count(count, batch, limit)):
         index = np.arange(step * batch, (step + 1) * batch) % count
         yield [np.ascontiguousarray(calibration[n][index], dtype=np.float32) for n in names]
+
+
+def batch_count(count: int, batch: int, limit: int | None = None) -> int:
+    steps = -(-count // batch)
+    return steps if limit is None else min(steps, limit)
 
 
 def _chunks(points: list[relax.Expr], size: int) -> list[list[relax.Expr]]:
     if size <= 0:
         return [points] if points else []
-    return [points[i:i + size] for i in range(0, len(points), size)]
+    return [points[i : i + size] for i in range(0, len(points), size)]
 
 
 def calibrate(
@@ -61,28 +64,37 @@ def calibrate(
 ) -> CalibrationResult:
     mode = qconfig.calibrate_mode
     points = annotation.points
-    nbits = {p: qconfig.nbit_input if annotation.kinds[p] == "input" else qconfig.nbit_activation
-             for p in points}
+    nbits = {
+        p: qconfig.nbit_input if annotation.kinds[p] == "input" else qconfig.nbit_activation for p in points
+    }
+    # Model inputs are often discrete (images in k/255 steps, one-hot, masks): an entropy search
+    # over a histogram of a few spikes clips real signal, so kl_divergence takes their max.
     collectors = {
-        p: make_collector(mode, percentile=qconfig.percentile, nbit=min(nbits[p], 8),
-                          global_scale=qconfig.global_scale)
+        p: make_collector(
+            "max" if mode == "kl_divergence" and p in graph.params else mode,
+            percentile=qconfig.percentile,
+            nbit=min(nbits[p], 8),
+            global_scale=qconfig.global_scale,
+        )
         for p in points
     }
     result = CalibrationResult(thresholds={}, method=mode)
     if mode == "global_scale" or calibration is None:
-        for p, c in collectors.items():
-            c.update(np.zeros(1, np.float32))
+        for collector in collectors.values():
+            collector.update(np.zeros(1, np.float32))
     else:
-        names = [p.name for p in graph.params]
+        input_names = [p.name for p in graph.params]
         batch = int(graph.params[0].ty.shape[0])
         param_index = {p: i for i, p in enumerate(graph.params)}
         inner = [p for p in points if p not in param_index]
         chunks = _chunks(inner, qconfig.calibrate_chunk_by) or [[]]
         total = len(chunks)
+        count = len(next(iter(calibration.values())))
+        steps = batch_count(count, batch, qconfig.calibration_batches)
         for done, chunk in enumerate(chunks):
             vm = vm_of(compile_module(probe_module(graph, qconfig, chunk), target)) if chunk else None
             seen = 0
-            for inputs in batches(calibration, names, batch, qconfig.calibration_batches):
+            for inputs in batches(calibration, input_names, batch, qconfig.calibration_batches):
                 if done == 0:
                     for p, i in param_index.items():
                         if p in collectors:
@@ -92,9 +104,10 @@ def calibrate(
                     for p, out in zip(chunk, outs, strict=True):
                         collectors[p].update(out.numpy())
                 seen += 1
-                progress((done + min(seen / 50, 1.0)) / total)
+                progress((done + seen / steps) / total)
             result.batches, result.samples = seen, seen * batch
+    names = labels(graph)
     for p, c in collectors.items():
         result.thresholds[p] = float(c.threshold())
-        result.table.append((p.name, result.thresholds[p], annotation.kinds[p]))
+        result.table.append((names[p], result.thresholds[p], annotation.kinds[p]))
     return result

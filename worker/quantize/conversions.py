@@ -34,11 +34,18 @@ def relax_groups(func: relax.Function) -> dict[str, str]:
     ops: list[tuple[OpInfo, list[str]]] = []
     names = {b.var.name for b in _bindings(func)}
     for b in _bindings(func):
-        used = [v for v in relax.analysis.free_vars(b.value) if is_tensor(v) or isinstance(v.ty, relax.TupleType)]
+        used = [
+            v for v in relax.analysis.free_vars(b.value) if is_tensor(v) or isinstance(v.ty, relax.TupleType)
+        ]
         ins = [d for v in used for d in _dtypes(v)]
         outs = _dtypes(b.var)
         integral = bool(ins + outs) and all(d.startswith("int") for d in ins + outs)
-        ops.append((OpInfo(b.var.name, b.var.name, ins, outs, integral, 0), [v.name for v in used if v.name in names]))
+        ops.append(
+            (
+                OpInfo(b.var.name, b.var.name, "", ins, outs, integral, 0),
+                [v.name for v in used if v.name in names],
+            )
+        )
     return {op.var: op.group for op in classify(ops)}
 
 
@@ -87,7 +94,9 @@ def split_conversions(mod: tvm.IRModule) -> tvm.IRModule:
             with bb.dataflow():
                 for b in binds:
                     mapping[b.var] = bb.emit(_substitute(b.value, mapping), name_hint=b.var.name)
-                result = _substitute(output, mapping) if s == 2 else relax.Tuple([mapping[v] for v in exports])
+                result = (
+                    _substitute(output, mapping) if s == 2 else relax.Tuple([mapping[v] for v in exports])
+                )
                 gv = bb.emit_output(result)
             gvars.append(bb.emit_func_output(gv))
     main_params = [relax.Var(p.name, p.ty) for p in func.params]
@@ -99,7 +108,9 @@ def split_conversions(mod: tvm.IRModule) -> tvm.IRModule:
                 if s == 2:
                     gv = bb.emit_output(call)
                     break
-                later = list(dict.fromkeys(v for t in range(s + 1, 3) for v in needs[t] if stage_of.get(v, -1) == s))
+                later = list(
+                    dict.fromkeys(v for t in range(s + 1, 3) for v in needs[t] if stage_of.get(v, -1) == s)
+                )
                 for i, v in enumerate(later):
                     env[v] = bb.emit(relax.TupleGetItem(call, i))
         bb.emit_func_output(gv)
@@ -116,7 +127,8 @@ def check_fully_integral(mod: tvm.IRModule, reasons: dict[str, str]) -> None:
     if bad:
         listed = "; ".join(
             f"{op.name} ({','.join(op.inputs)} -> {','.join(op.outputs)}"
-            + (f", {reasons[op.var]}" if op.var in reasons else "") + ")"
+            + (f", {reasons[op.var]}" if op.var in reasons else "")
+            + ")"
             for op in bad
         )
         raise NotFullyIntegralError(

@@ -116,8 +116,26 @@ def build_graph(mod: tvm.IRModule) -> Graph:
 def output_vars(graph: Graph) -> list[relax.Expr]:
     """The tensors `main` returns, in order (a tuple output is flattened one level)."""
     out = graph.output
-    if isinstance(out, relax.Var) and out in graph.by_var and isinstance(graph.by_var[out].value, relax.Tuple):
+    if (
+        isinstance(out, relax.Var)
+        and out in graph.by_var
+        and isinstance(graph.by_var[out].value, relax.Tuple)
+    ):
         return list(graph.by_var[out].value.fields)
     if isinstance(out, relax.Tuple):
         return list(out.fields)
     return [out]
+
+
+def labels(graph: Graph) -> dict[relax.Expr, str]:
+    """Readable names for reports: "nn.conv2d#2" = the third conv2d in graph order; model inputs
+    keep their ONNX names. Relax's own var names (lv17) mean nothing to a user."""
+    out: dict[relax.Expr, str] = {p: p.name for p in graph.params}
+    counts: dict[str, int] = defaultdict(int)
+    for node in graph.nodes:
+        if node.op is not None:
+            out[node.var] = f"{node.op}#{counts[node.op]}"
+            counts[node.op] += 1
+        else:
+            out[node.var] = node.name
+    return out

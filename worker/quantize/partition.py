@@ -64,15 +64,13 @@ def partition(graph: Graph, qconfig: QConfig) -> Partition:
             conv_count += 1
         if _excluded(node.op, qconfig):
             result.reasons[node] = "excluded by qconfig"
-        elif layer == "conv" and result.conv_index[node] in qconfig.skip_conv_layers:
-            result.reasons[node] = "skipped layer"
-        elif layer == "dense" and qconfig.skip_dense_layer:
+        elif (layer == "conv" and result.conv_index[node] in qconfig.skip_conv_layers) or (
+            layer == "dense" and qconfig.skip_dense_layer
+        ):
             result.reasons[node] = "skipped layer"
         elif (why := rule.accepts(node)) is not None:
             result.reasons[node] = f"unsupported: {why}"
-        elif rule.role == "compute" or any(
-            is_quantized(graph, result, arg) for arg in node.call.args
-        ):
+        elif rule.role == "compute" or any(is_quantized(graph, result, arg) for arg in node.call.args):
             result.quantized.add(node)
         else:
             result.reasons[node] = "float operands (follow op outside a quantized region)"

@@ -54,7 +54,10 @@ def prerequisite_optimize(mod: tvm.IRModule) -> tvm.IRModule:
     mod = seq(mod)
     mod = restore_binary_ops(mod)
     mod = tvm.transform.Sequential(
-        [relax.transform.FoldConstant(), relax.transform.CanonicalizeBindings(),
-         relax.transform.DeadCodeElimination(["main"])]
+        [
+            relax.transform.FoldConstant(),
+            relax.transform.CanonicalizeBindings(),
+            relax.transform.DeadCodeElimination(["main"]),
+        ]
     )(mod)
     return mod

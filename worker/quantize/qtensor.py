@@ -40,7 +40,9 @@ class QTensor:
     def per_channel(self) -> bool:
         return self.scale.size > 1
 
-    def with_expr(self, expr: relax.Expr, dtype: str | None = None, scale: np.ndarray | None = None) -> QTensor:
+    def with_expr(
+        self, expr: relax.Expr, dtype: str | None = None, scale: np.ndarray | None = None
+    ) -> QTensor:
         return QTensor(expr, dtype or self.dtype, self.scale if scale is None else scale)
 
 
@@ -112,7 +114,9 @@ class Emitter:
             out = R.subtract(out, R.astype(R.less(x, self.const(0, dtype)), dtype))
         return out
 
-    def requantize(self, q: QTensor, scale: np.ndarray | float, dtype: str, nbit: int | None = None) -> QTensor:
+    def requantize(
+        self, q: QTensor, scale: np.ndarray | float, dtype: str, nbit: int | None = None
+    ) -> QTensor:
         """q (any int dtype, per-tensor or per-channel) -> `dtype` at scalar `scale`."""
         nbit = nbit or INT_BITS[dtype]
         out_scale = np.asarray(scale, dtype=np.float64)
@@ -141,8 +145,11 @@ class Emitter:
         out = []
         for q in qs:
             if not q.per_channel and float(q.scale) == common:
-                out.append(self.cast(q, dtype) if INT_BITS[dtype] >= INT_BITS[q.dtype] else
-                           self.requantize(q, common, dtype, nbit))
+                out.append(
+                    self.cast(q, dtype)
+                    if INT_BITS[dtype] >= INT_BITS[q.dtype]
+                    else self.requantize(q, common, dtype, nbit)
+                )
             else:
                 out.append(self.requantize(q, common, dtype, nbit))
         return out

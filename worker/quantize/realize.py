@@ -101,14 +101,18 @@ class Realizer:
         scale = self.weight_scale(w, axis)
         limit = qmax(self.qconfig.nbit_weight)
         q = np.clip(np.round(w / scale), -limit, limit)
-        self.weight_log.append((f"weight{len(self.weight_log)}{list(w.shape)}", scale, self.qconfig.weight_scale))
+        self.weight_log.append(
+            (f"weight{len(self.weight_log)}{list(w.shape)}", scale, self.qconfig.weight_scale)
+        )
         return QTensor(self.em.const(q, "int8"), "int8", scale)
 
     def activation(self, q: QTensor, node: Node) -> QTensor:
         nbit = self.qconfig.nbit_activation
         if nbit >= 32:
             return q
-        return self.em.requantize(q, scale_for(self.threshold(node.var), nbit), self.qconfig.dtype_activation, nbit)
+        return self.em.requantize(
+            q, scale_for(self.threshold(node.var), nbit), self.qconfig.dtype_activation, nbit
+        )
 
     def tuple_fields(self, expr: relax.Expr) -> list[relax.Expr]:
         if isinstance(expr, relax.Tuple):
@@ -166,8 +170,14 @@ class Realizer:
             if isinstance(value, relax.Var):
                 return self.value(value)
             if isinstance(value, relax.Call):  # call_tir and other non-op calls
-                return self.bb.emit(relax.Call(value.op, [self.float_value(self.value(a)) for a in value.args],
-                                               value.attrs, value.ty_args))
+                return self.bb.emit(
+                    relax.Call(
+                        value.op,
+                        [self.float_value(self.value(a)) for a in value.args],
+                        value.attrs,
+                        value.ty_args,
+                    )
+                )
             return self.bb.emit(value)
         if node in self.quantized:
             if self.simulate:
@@ -202,13 +212,17 @@ class Realizer:
 def realize(
     graph: Graph, annotation: Annotation, thresholds: dict[relax.Expr, float], qconfig: QConfig
 ) -> tuple[tvm.IRModule, Realizer]:
-    realizer = Realizer(graph, qconfig, annotation.partition.quantized, thresholds,
-                        simulate=qconfig.do_simulation, reasons=annotation.partition.reasons)
+    realizer = Realizer(
+        graph,
+        qconfig,
+        annotation.partition.quantized,
+        thresholds,
+        simulate=qconfig.do_simulation,
+        reasons=annotation.partition.reasons,
+    )
     return realizer.build(), realizer
 
 
 def probe_module(graph: Graph, qconfig: QConfig, outputs: Sequence[relax.Expr]) -> tvm.IRModule:
     """The float model returning the given intermediate tensors (for calibration and accuracy)."""
     return Realizer(graph, qconfig).build(outputs)
-
-

@@ -110,6 +110,10 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
 
@@ -144,7 +148,7 @@ def _summary(s: Summary, integrality: Integrality) -> str:
     if s.do_simulation:
         badge += '<span class="badge neutral">simulation build (do_simulation)</span>'
     cards = [
-        _card("Cosine similarity", f"{s.cosine:.5f}"),
+        _card("Cosine similarity", f"{s.cosine:.6f}"),
         _card("SQNR (worst output)", _db(s.sqnr_db), f"q-{_quality(s.sqnr_db)}"),
         _card("Top-1 agreement", _pct(s.top1_agreement)),
         _card("Speed-up (float / int8)", f"{s.speedup:.2f}×", "q-good" if s.speedup >= 1 else "q-bad"),
@@ -256,7 +260,7 @@ def _accuracy(accuracy: Accuracy) -> str:
     rows = [
         [
             f"<code>{_e(o.name)}</code>",
-            f"{o.cosine:.5f}",
+            f"{o.cosine:.6f}",
             f'<span class="q-{_quality(o.sqnr_db)}">{_e(_db(o.sqnr_db))}</span>',
             f"{o.max_abs_error:.4g}",
             f"{o.mean_abs_error:.4g}",
@@ -290,9 +294,8 @@ def _ops(integrality: Integrality) -> str:
         if not members:
             continue
         floats = sum(not op.integral for _, op in members)
-        rows = [
-            f'<tr class="group"><th colspan="8">{_e(title)}: {len(members)} ops, {floats} float</th></tr>'
-        ]
+        heading = f"{title}: {_count(len(members), 'op')}, {floats} float"
+        rows = [f'<tr class="group"><th colspan="8">{_e(heading)}</th></tr>']
         for i, op in members:
             cls = "int" if op.integral else f"float {group}"
             rows.append(
@@ -304,8 +307,9 @@ def _ops(integrality: Integrality) -> str:
         bodies.append(f'<tbody data-group="{group}">{"".join(rows)}</tbody>')
     return (
         '<section id="integrality"><h2>Integrality of the compiled module</h2>'
-        f'<p class="sub">Every TIR PrimFunc called from <code>main</code>: {c.integer_ops} integer ops'
-        f"{int_share}, {c.float_ops} float ops. Float rows are highlighted; red ones are float "
+        '<p class="sub">Every TIR PrimFunc called from <code>main</code>: '
+        f"{_count(c.integer_ops, 'integer op')}{int_share}, {_count(c.float_ops, 'float op')}. "
+        "Float rows are highlighted; red ones are float "
         "work the quantized model still does.</p>"
         f'<div class="scroll"><table id="ops-table"><thead><tr>{head}</tr></thead>{"".join(bodies)}</table>'
         "</div></section>"

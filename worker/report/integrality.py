@@ -24,6 +24,7 @@ _MAC_OPS = {"relax.nn.conv2d", "relax.nn.conv2d_transpose", "relax.matmul"}
 class OpInfo:
     var: str
     name: str
+    relax_op: str
     inputs: list[str]
     outputs: list[str]
     integral: bool
@@ -65,6 +66,12 @@ def macs_by_var(func: relax.Function) -> dict[str, int]:
 def lowered_ops(mod: tvm.IRModule, func_name: str = "main") -> list[tuple[OpInfo, list[str]]]:
     """(op, names of the earlier ops it reads) for every call_tir in `func_name` after legalization."""
     macs = macs_by_var(mod[func_name])
+    relax_ops = {
+        b.var.name: b.value.op.name.removeprefix("relax.")
+        for block in mod[func_name].body.blocks
+        for b in block.bindings
+        if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op)
+    }
     lowered = relax.transform.LegalizeOps()(mod)
     producers: dict[str, list[str]] = {}  # var -> ops whose results flow into it (through tuples)
     ops: list[tuple[OpInfo, list[str]]] = []
@@ -80,6 +87,7 @@ def lowered_ops(mod: tvm.IRModule, func_name: str = "main") -> list[tuple[OpInfo
                 info = OpInfo(
                     b.var.name,
                     v.args[0].name_hint,
+                    relax_ops.get(b.var.name, ""),
                     dtypes[:-n_out],
                     dtypes[-n_out:],
                     all(_is_int(d) for d in dtypes),

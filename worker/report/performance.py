@@ -64,8 +64,8 @@ def measure_latency(run: Callable[[], object], runs: int, warmup: int = 3) -> di
 def runtime_threads() -> int:
     """The TVM runtime's thread pool size as the runtime itself reports it.
 
-    Not os.cpu_count(): without TVM_NUM_THREADS, TVM on x86 halves the hardware thread count to skip
-    hyper-threads (1 worker on a 2-core VM), and the report must say what was actually used.
+    Not TVM_NUM_THREADS-or-os.cpu_count(): without the variable TVM picks its own default (measured:
+    1 worker on a 2-core x86 VM where os.cpu_count() is 2), and the report must say what was used.
     """
     import tvm
 

@@ -58,22 +58,36 @@ class Integrality(_Strict):
     counts: OpCounts
     float_in_core: list[str] = Field(description="names of the core ops that are not integral")
 
+    @classmethod
+    def from_ops(cls, ops: list[OpRecord]) -> Integrality:
+        """The section derived from the op list alone: verdict, counts and float core ops."""
+        core_float = _float_in_core(ops)
+        return cls(fully_integral=not core_float, ops=ops, counts=_counts(ops), float_in_core=core_float)
+
     @model_validator(mode="after")
     def _consistent(self) -> Integrality:
-        expected_core = [op.name for op in self.ops if op.group == "core" and not op.integral]
+        expected_core = _float_in_core(self.ops)
         if self.float_in_core != expected_core:
             raise ValueError(f"float_in_core {self.float_in_core} != float core ops {expected_core}")
         if self.fully_integral != (not expected_core):
             raise ValueError(f"fully_integral={self.fully_integral} but float core ops are {expected_core}")
-        expected = OpCounts(
-            integer_ops=sum(op.integral for op in self.ops),
-            float_ops=sum(not op.integral for op in self.ops),
-            integer_macs=sum(op.macs for op in self.ops if op.integral),
-            float_macs=sum(op.macs for op in self.ops if not op.integral),
-        )
+        expected = _counts(self.ops)
         if self.counts != expected:
             raise ValueError(f"counts {self.counts.model_dump()} != counts of ops {expected.model_dump()}")
         return self
+
+
+def _float_in_core(ops: list[OpRecord]) -> list[str]:
+    return [op.name for op in ops if op.group == "core" and not op.integral]
+
+
+def _counts(ops: list[OpRecord]) -> OpCounts:
+    return OpCounts(
+        integer_ops=sum(op.integral for op in ops),
+        float_ops=sum(not op.integral for op in ops),
+        integer_macs=sum(op.macs for op in ops if op.integral),
+        float_macs=sum(op.macs for op in ops if not op.integral),
+    )
 
 
 class OutputAccuracy(_Strict):

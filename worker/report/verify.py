@@ -10,16 +10,15 @@ import tvm
 
 from worker.build import compile_module, vm_of
 from worker.qconfig import QConfig
-from worker.quantize.graph import Graph
+from worker.quantize.graph import Graph, labels
 from worker.quantize.realize import Realizer, probe_module
-from worker.report.integrality import classify, lowered_ops
+from worker.report.integrality import OpInfo, classify, lowered_ops
 from worker.report.metrics import ErrorAccumulator
 from worker.report.schema import (
     Accuracy,
     Calibration,
     Integrality,
     LayerAccuracy,
-    OpCounts,
     OpRecord,
     TensorCalibration,
 )
@@ -39,35 +38,33 @@ def _run(vm: tvm.relax.VirtualMachine, inputs: list[np.ndarray]) -> list[np.ndar
     return _as_list(vm["main"](*[tvm.runtime.tensor(x) for x in inputs]))
 
 
+def _reason(op: OpInfo, reasons: dict[str, str]) -> str | None:
+    if op.integral or op.var not in reasons:
+        return None
+    return reasons[op.var] if reasons[op.var] in _REASONS else "no rule"
+
+
 def integrality(qmod: tvm.IRModule, reasons: dict[str, str]) -> Integrality:
-    ops = classify(lowered_ops(qmod))
-    records = [
-        OpRecord(
-            name=op.name,
-            relax_op=op.name.rstrip("0123456789"),
-            group=op.group,
-            inputs=op.inputs,
-            outputs=op.outputs,
-            integral=op.integral,
-            macs=op.macs,
-            reason=None
-            if op.integral or op.var not in reasons
-            else (reasons[op.var] if reasons[op.var] in _REASONS else "no rule"),
+    """The integrality section. Outside the core, the model's own float ops (those with a reason)
+    are `float_fallback`; `prefix`/`suffix` then hold only the conversions the quantizer added."""
+    records = []
+    for op in classify(lowered_ops(qmod)):
+        group = op.group
+        if group != "core" and op.var in reasons:
+            group = "float_fallback"
+        records.append(
+            OpRecord(
+                name=op.name,
+                relax_op=op.relax_op or op.name.rstrip("0123456789"),
+                group=group,
+                inputs=op.inputs,
+                outputs=op.outputs,
+                integral=op.integral,
+                macs=op.macs,
+                reason=_reason(op, reasons),
+            )
         )
-        for op in ops
-    ]
-    core_float = [r.name for r in records if r.group == "core" and not r.integral]
-    return Integrality(
-        fully_integral=not core_float,
-        ops=records,
-        float_in_core=core_float,
-        counts=OpCounts(
-            integer_ops=sum(r.integral for r in records),
-            float_ops=sum(not r.integral for r in records),
-            integer_macs=sum(r.macs for r in records if r.integral),
-            float_macs=sum(r.macs for r in records if not r.integral),
-        ),
-    )
+    return Integrality.from_ops(records)
 
 
 def accuracy(
@@ -114,10 +111,8 @@ def _layer_accuracy(
     for inputs in batches:
         for acc, ref, q in zip(accs, _run(float_vm, inputs), _run(quant_vm, inputs), strict=True):
             acc.update(ref, q)
-    return [
-        LayerAccuracy(name=n.name, op=n.op, sqnr_db=a.sqnr_db, cosine=a.cosine)
-        for n, a in zip(nodes, accs, strict=True)
-    ]
+    names = labels(graph)
+    return [a.layer_accuracy(names[n.var], n.op) for n, a in zip(nodes, accs, strict=True)]
 
 
 def calibration_section(

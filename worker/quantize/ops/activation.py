@@ -34,7 +34,9 @@ def _bound(op):
         q = ctx.as_quantized(tensor)
         ndim = len(shape_of(node.var))
         limit = 2 ** (INT_BITS[q.dtype] - 1) - 1
-        qb = np.clip(np.round(const_value(bound).astype(np.float64) / fit_scale(q.scale, ndim)), -limit, limit)
+        qb = np.clip(
+            np.round(const_value(bound).astype(np.float64) / fit_scale(q.scale, ndim)), -limit, limit
+        )
         return q.with_expr(ctx.em.emit(op(q.expr, ctx.em.const(qb, q.dtype))))
 
     return realize

@@ -28,8 +28,15 @@ def _conv2d(ctx: RealizeContext, node: Node) -> QTensor:
     weight = ctx.as_weight(node.call.args[1], axis=0)
     out = ctx.em.emit(
         R.nn.conv2d(
-            data.expr, weight.expr, strides=attrs.strides, padding=attrs.padding, dilation=attrs.dilation,
-            groups=int(attrs.groups), data_layout="NCHW", kernel_layout="OIHW", out_dtype="int32",
+            data.expr,
+            weight.expr,
+            strides=attrs.strides,
+            padding=attrs.padding,
+            dilation=attrs.dilation,
+            groups=int(attrs.groups),
+            data_layout="NCHW",
+            kernel_layout="OIHW",
+            out_dtype="int32",
         )
     )
     return QTensor(out, "int32", data.scale * channel_scale(weight.scale, 4, 1))
@@ -47,9 +54,16 @@ def _conv2d_transpose(ctx: RealizeContext, node: Node) -> QTensor:
     weight = ctx.as_weight(node.call.args[1], axis=_transpose_axis(node))
     out = ctx.em.emit(
         R.nn.conv2d_transpose(
-            data.expr, weight.expr, strides=attrs.strides, padding=attrs.padding,
-            output_padding=attrs.output_padding, dilation=attrs.dilation, groups=int(attrs.groups),
-            data_layout="NCHW", kernel_layout="IOHW", out_dtype="int32",
+            data.expr,
+            weight.expr,
+            strides=attrs.strides,
+            padding=attrs.padding,
+            output_padding=attrs.output_padding,
+            dilation=attrs.dilation,
+            groups=int(attrs.groups),
+            data_layout="NCHW",
+            kernel_layout="IOHW",
+            out_dtype="int32",
         )
     )
     return QTensor(out, "int32", data.scale * channel_scale(weight.scale, 4, 1))
@@ -57,13 +71,21 @@ def _conv2d_transpose(ctx: RealizeContext, node: Node) -> QTensor:
 
 register(
     OpRule(
-        "nn.conv2d", "compute", _conv2d, accepts=_accepts("NCHW", "OIHW"),
-        layer=lambda node: "conv", weights=lambda node: {1: 0},
+        "nn.conv2d",
+        "compute",
+        _conv2d,
+        accepts=_accepts("NCHW", "OIHW"),
+        layer=lambda node: "conv",
+        weights=lambda node: {1: 0},
     )
 )
 register(
     OpRule(
-        "nn.conv2d_transpose", "compute", _conv2d_transpose, accepts=_accepts("NCHW", "IOHW"),
-        layer=lambda node: "conv", weights=lambda node: {1: _transpose_axis(node)},
+        "nn.conv2d_transpose",
+        "compute",
+        _conv2d_transpose,
+        accepts=_accepts("NCHW", "IOHW"),
+        layer=lambda node: "conv",
+        weights=lambda node: {1: _transpose_axis(node)},
     )
 )

@@ -41,7 +41,11 @@ def _matmul(ctx: RealizeContext, node: Node) -> QTensor:
 
 register(
     OpRule(
-        "matmul", "compute", _matmul, accepts=_accepts,
-        layer=lambda node: "dense" if _is_dense(node) else None, weights=_weights,
+        "matmul",
+        "compute",
+        _matmul,
+        accepts=_accepts,
+        layer=lambda node: "dense" if _is_dense(node) else None,
+        weights=_weights,
     )
 )

@@ -77,7 +77,11 @@ register(OpRule("add", "follow", _additive(R.add), activation_output=True))
 register(OpRule("subtract", "follow", _additive(R.subtract), activation_output=True))
 register(
     OpRule(
-        "multiply", "compute", _multiply, accepts=_multiply_accepts, weights=_multiply_weights,
+        "multiply",
+        "compute",
+        _multiply,
+        accepts=_multiply_accepts,
+        weights=_multiply_weights,
         activation_output=True,
     )
 )

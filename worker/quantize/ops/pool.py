@@ -23,8 +23,15 @@ def _max_pool(ctx: RealizeContext, node: Node) -> QTensor:
     q = ctx.as_quantized(node.call.args[0])
     a = node.call.attrs
     out = R.nn.max_pool2d(
-        q.expr, a.pool_size, a.strides, a.padding, a.dilation, bool(a.ceil_mode), bool(a.count_include_pad),
-        str(a.layout), str(a.out_layout),
+        q.expr,
+        a.pool_size,
+        a.strides,
+        a.padding,
+        a.dilation,
+        bool(a.ceil_mode),
+        bool(a.count_include_pad),
+        str(a.layout),
+        str(a.out_layout),
     )
     return q.with_expr(ctx.em.emit(out))
 
@@ -34,8 +41,15 @@ def _avg_pool(ctx: RealizeContext, node: Node) -> QTensor:
     shifted = R.left_shift(q.expr, ctx.em.const(_AVG_POOL_FRACTION_BITS, "int32"))
     a = node.call.attrs
     out = R.nn.avg_pool2d(
-        shifted, a.pool_size, a.strides, a.padding, a.dilation, bool(a.ceil_mode), bool(a.count_include_pad),
-        str(a.layout), str(a.out_layout),
+        shifted,
+        a.pool_size,
+        a.strides,
+        a.padding,
+        a.dilation,
+        bool(a.ceil_mode),
+        bool(a.count_include_pad),
+        str(a.layout),
+        str(a.out_layout),
     )
     return QTensor(ctx.em.emit(out), "int32", q.scale / 2**_AVG_POOL_FRACTION_BITS)
 
