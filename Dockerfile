@@ -7,6 +7,8 @@
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS builder
+# Lets scripts/compose-smoke remove this stage's leftover images (and nothing else) when it is done.
+LABEL org.tvmq.stage=builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 # The [e] glob matches nothing when there is no wheelhouse, which COPY accepts next to pyproject.toml.
@@ -31,7 +33,8 @@ RUN if ! command -v ld >/dev/null; then \
  && printf '#!/bin/sh\nfor a; do shift; [ "$a" = -fPIC ] || set -- "$@" "$a"; done\nexec ld "$@"\n' \
       >/usr/local/bin/tvmq-link \
  && chmod 755 /usr/local/bin/tvmq-link \
- && useradd --system --uid 10001 --user-group --create-home --home-dir /home/tvmq tvmq \
+ && groupadd --system --gid 10001 tvmq \
+ && useradd --system --uid 10001 --gid tvmq --create-home --home-dir /home/tvmq tvmq \
  && mkdir -p /var/lib/tvmq \
  && chown tvmq:tvmq /var/lib/tvmq
 COPY --from=builder /opt/venv /opt/venv

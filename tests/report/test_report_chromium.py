@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import functools
 import http.server
-import os
 import re
-import shutil
 import struct
-import subprocess
 import threading
 import zlib
 from collections.abc import Iterator
@@ -22,32 +19,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.chromium import run_chromium
 from worker.report.html import BAR_COLORS, render_report_html
 
 pytestmark = pytest.mark.chromium
-
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    path = shutil.which("chromium")
-    if path:
-        return path
-    reason = "chromium is not installed (Debian package `chromium`; scripts/setup installs it when CI=true)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    print(f"SKIP: {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture
@@ -71,18 +46,6 @@ def served_page(tmp_path: Path, sample_report: dict[str, Any]) -> Iterator[str]:
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
-
-
-def _chromium(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, f"chromium exited {result.returncode}: {result.stderr[-2000:]}"
-    return result
 
 
 def _png_size_and_pixels(data: bytes) -> tuple[int, int, bytes]:
@@ -133,7 +96,7 @@ def _unfilter_rgb(raw: bytes, width: int, height: int) -> np.ndarray:
 
 
 def test_dom_has_summary_and_chart(chromium: str, served_page: str, tmp_path: Path) -> None:
-    dom = _chromium(chromium, tmp_path / "profile", "--dump-dom", served_page).stdout
+    dom = run_chromium(chromium, tmp_path / "profile", "--dump-dom", served_page).stdout
     assert 'id="summary"' in dom
     assert "Fully integral: no" in dom
     assert re.search(r'<svg[^>]*id="sqnr-chart"', dom)
@@ -144,7 +107,9 @@ def test_dom_has_summary_and_chart(chromium: str, served_page: str, tmp_path: Pa
 
 def test_screenshot_is_a_rendered_page(chromium: str, served_page: str, tmp_path: Path) -> None:
     shot = tmp_path / "page.png"
-    _chromium(chromium, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2000", served_page)
+    run_chromium(
+        chromium, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2000", served_page
+    )
     width, height, pixels = _png_size_and_pixels(shot.read_bytes())
     assert (width, height) == (1280, 2000)
     image = _unfilter_rgb(pixels, width, height)

@@ -1,0 +1,182 @@
+"""Side-by-side latency: TVM (default build and ours), fp32 and int8, vs ONNX Runtime fp32 and int8 QDQ.
+
+Usage: .venv/bin/python -m bench.run [--threads 1 2] [--models resnet_cnn_224 ...] [--out bench/results.json]
+
+Each thread count runs in its own child process (TVM reads TVM_NUM_THREADS once, when its thread
+pool starts); inside a child every engine runs in the same process, one after the other, so the
+ratios compare like with like. The table prints medians in ms and the goal ratios of issue 6.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from bench import kernels_gops, models
+
+ROOT = Path(__file__).resolve().parent
+
+
+def median_ms(fn: Callable[[], object], budget_s: float, max_runs: int) -> float:
+    """Median of timed calls after two warm-up calls; at least 3 runs, then until the budget."""
+    fn()
+    fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < 3 or (len(times) < max_runs and time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _tvm_runner(executable, x: np.ndarray) -> Callable[[], object]:
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    arg = tvm.runtime.tensor(x)
+    return lambda: vm["main"](arg)
+
+
+def _ort_runner(model_path: Path, threads: int, x: np.ndarray) -> Callable[[], object]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+    return lambda: sess.run(None, {"x": x})
+
+
+def _ort_int8(fp32_path: Path, model: models.Model, out_path: Path) -> Path:
+    """ORT's own static quantization: QDQ, per-channel int8 weights, 16 random calibration samples."""
+    if out_path.exists():
+        return out_path
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            rng = np.random.default_rng(1)
+            self.samples = iter([{"x": rng.standard_normal(model.input_shape).astype(np.float32)} for _ in range(16)])
+
+        def get_next(self):
+            return next(self.samples, None)
+
+    quantize_static(str(fp32_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    return out_path
+
+
+def run_child(args: argparse.Namespace) -> dict:
+    """One thread count: every engine on every model."""
+    import onnx
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from worker.kernels import compile_module
+
+    target = tvm.target.Target({"kind": "llvm", "mcpu": args.mcpu})
+    work = Path(args.work)
+    rows: dict[str, dict[str, float]] = {}
+    compile_s: dict[str, dict[str, float]] = {}
+    for model in (m for m in models.MODELS if m.name in args.models):
+        x = np.random.default_rng(0).standard_normal(model.input_shape).astype(np.float32)
+        proto = models.to_onnx(model)
+        fp32_path = work / f"{model.name}.onnx"
+        onnx.save(proto, fp32_path)
+        builds = {"tvm_fp32_ours": lambda: compile_module(from_onnx(proto, keep_params_in_input=False), target)}
+        for bits in args.weight_bits:
+            builds[f"tvm_int8_w{bits}_ours"] = (
+                lambda b=bits: compile_module(models.to_int8_relax(model, weight_bits=b), target)
+            )
+        if args.with_default:
+            builds["tvm_fp32_default"] = lambda: tvm.compile(from_onnx(proto, keep_params_in_input=False), target)
+            builds["tvm_int8_w8_default"] = lambda: tvm.compile(models.to_int8_relax(model, weight_bits=8), target)
+        rows[model.name], compile_s[model.name] = {}, {}
+        for name, build in builds.items():
+            t0 = time.perf_counter()
+            executable = build()
+            compile_s[model.name][name] = round(time.perf_counter() - t0, 1)
+            rows[model.name][name] = median_ms(_tvm_runner(executable, x), args.budget, args.runs)
+        rows[model.name]["ort_fp32"] = median_ms(_ort_runner(fp32_path, args.threads, x), args.budget, args.runs)
+        int8_path = _ort_int8(fp32_path, model, work / f"{model.name}.qdq.onnx")
+        rows[model.name]["ort_int8_qdq"] = median_ms(_ort_runner(int8_path, args.threads, x), args.budget, args.runs)
+        print(f"[{args.threads} thr] {model.name}: {rows[model.name]}", file=sys.stderr, flush=True)
+    gops = kernels_gops.measure(models.RESNET, args.weight_bits, target, args.threads) if args.gops else []
+    return {"threads": args.threads, "latency_ms": rows, "compile_s": compile_s, "int8_conv_kernels": gops}
+
+
+def _ratios(row: dict[str, float]) -> dict[str, float]:
+    ort_best = min(row["ort_fp32"], row["ort_int8_qdq"])
+    int8 = min(v for k, v in row.items() if k.startswith("tvm_int8") and k.endswith("_ours"))
+    return {
+        "int8_ours / best_ORT (goal <= 0.8)": int8 / ort_best,
+        "fp32_ours / int8_ours (goal >= 2)": row["tvm_fp32_ours"] / int8,
+    }
+
+
+def print_table(results: list[dict]) -> None:
+    for res in results:
+        print(f"\n## {res['threads']} thread(s): median latency, ms")
+        for model, row in res["latency_ms"].items():
+            cells = "  ".join(f"{k}={v:.2f}" for k, v in row.items())
+            ratios = "  ".join(f"{k}: {v:.2f}" for k, v in _ratios(row).items())
+            print(f"{model}\n  {cells}\n  {ratios}\n  compile s: {res['compile_s'][model]}")
+        for k in res["int8_conv_kernels"]:
+            print(f"  int8 conv {k['layer']} [{k['mode']}]: {k['ms']:.3f} ms, {k['gops']:.1f} GOP/s, "
+                  f"{100 * k['fraction_of_peak']:.0f}% of the AVX2 peak")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--models", nargs="+", default=[m.name for m in models.MODELS])
+    parser.add_argument("--weight-bits", type=int, nargs="+", default=[7, 8])
+    parser.add_argument("--mcpu", default="haswell", help="LLVM CPU for TVM (AVX2 needed for the int8 kernels)")
+    parser.add_argument("--with-default", action="store_true", help="also time tvm.compile's default build (slow)")
+    parser.add_argument("--gops", action="store_true", help="time each ResNet int8 conv kernel alone")
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--budget", type=float, default=3.0, help="seconds of timed runs per engine")
+    parser.add_argument("--out", type=Path, default=ROOT / "results.json")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_child(args)))
+        return
+    results = []
+    with tempfile.TemporaryDirectory() as work:
+        for threads in args.threads:
+            cmd = [sys.executable, "-m", "bench.run", "--child", "--work", work, "--threads", str(threads),
+                   "--models", *args.models, "--weight-bits", *map(str, args.weight_bits), "--mcpu", args.mcpu,
+                   "--runs", str(args.runs), "--budget", str(args.budget)]
+            cmd += ["--with-default"] if args.with_default else []
+            cmd += ["--gops"] if args.gops else []
+            env = {**os.environ, "TVM_NUM_THREADS": str(threads)}
+            out = subprocess.run(cmd, env=env, cwd=ROOT.parent, check=True, stdout=subprocess.PIPE, text=True).stdout
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    print_table(results)
+    args.out.write_text(json.dumps({"cpu": _cpu_name(), "results": results}, indent=2))
+    print(f"\nwrote {args.out}")
+
+
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+if __name__ == "__main__":
+    main()
