@@ -87,6 +87,7 @@ def run_child(args: argparse.Namespace) -> dict:
     from worker.kernels import compile_module
 
     target = tvm.target.Target({"kind": "llvm", "mcpu": args.mcpu})
+    threads = args.threads[0]
     work = Path(args.work)
     rows: dict[str, dict[str, float]] = {}
     compile_s: dict[str, dict[str, float]] = {}
@@ -109,12 +110,12 @@ def run_child(args: argparse.Namespace) -> dict:
             executable = build()
             compile_s[model.name][name] = round(time.perf_counter() - t0, 1)
             rows[model.name][name] = median_ms(_tvm_runner(executable, x), args.budget, args.runs)
-        rows[model.name]["ort_fp32"] = median_ms(_ort_runner(fp32_path, args.threads, x), args.budget, args.runs)
+        rows[model.name]["ort_fp32"] = median_ms(_ort_runner(fp32_path, threads, x), args.budget, args.runs)
         int8_path = _ort_int8(fp32_path, model, work / f"{model.name}.qdq.onnx")
-        rows[model.name]["ort_int8_qdq"] = median_ms(_ort_runner(int8_path, args.threads, x), args.budget, args.runs)
-        print(f"[{args.threads} thr] {model.name}: {rows[model.name]}", file=sys.stderr, flush=True)
-    gops = kernels_gops.measure(models.RESNET, args.weight_bits, target, args.threads) if args.gops else []
-    return {"threads": args.threads, "latency_ms": rows, "compile_s": compile_s, "int8_conv_kernels": gops}
+        rows[model.name]["ort_int8_qdq"] = median_ms(_ort_runner(int8_path, threads, x), args.budget, args.runs)
+        print(f"[{threads} thr] {model.name}: {rows[model.name]}", file=sys.stderr, flush=True)
+    gops = kernels_gops.measure(models.RESNET, args.weight_bits, target, threads) if args.gops else []
+    return {"threads": threads, "latency_ms": rows, "compile_s": compile_s, "int8_conv_kernels": gops}
 
 
 def _ratios(row: dict[str, float]) -> dict[str, float]:

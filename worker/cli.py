@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from worker.errors import QuantizeError
 
 
-def _stderr_progress() -> callable:
+def _stderr_progress() -> Callable[[str, int], None]:
     start = time.monotonic()
 
     def report(stage: str, percent: int) -> None:
@@ -48,6 +50,12 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error[E_IO]: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug of ours: one line for the user, the traceback on request
+        if os.environ.get("TVMQ_DEBUG"):
+            raise
+        print(f"error[E_INTERNAL]: {type(exc).__name__}: {exc} (rerun with TVMQ_DEBUG=1 for the traceback "
+              "and please report it)", file=sys.stderr)
+        return 3
     summary = result.report.get("summary", {})
     print(json.dumps({"artifact": str(result.artifact), "report": str(result.report_path), **summary}))
     return 0

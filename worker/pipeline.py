@@ -211,7 +211,11 @@ def run_pipeline(
         weight_bytes_float=constant_bytes(mod),
         weight_bytes_quantized=constant_bytes(qmod),
     )
-    nbits = {"input": qconfig.nbit_input, "activation": qconfig.nbit_activation}
+    nbits = {
+        "input": qconfig.nbit_input,
+        "activation": qconfig.nbit_activation,
+        "weight": qconfig.nbit_weight,
+    }
     calibration_section = verify.calibration_section(
         cal.method,
         cal.samples,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import tvm
@@ -127,19 +126,16 @@ def calibration_section(
         TensorCalibration(name=name, threshold=t, scale=t / 2 ** (nbits[kind] - 1), method=method, kind=kind)
         for name, t, kind in table
     ]
+    top = 2 ** (nbits["weight"] - 1)
     for name, scale, wmethod in weights:
         values = scale.ravel().tolist()
         tensors.append(
             TensorCalibration(
                 name=name,
-                threshold=[v * 128 for v in values] if len(values) > 1 else values[0] * 128,
+                threshold=[v * top for v in values] if len(values) > 1 else values[0] * top,
                 scale=values if len(values) > 1 else values[0],
                 method=wmethod,
                 kind="weight",
             )
         )
     return Calibration(method=method, samples_seen=samples, batches=batches, tensors=tensors)
-
-
-def file_size(path: Path) -> int:
-    return path.stat().st_size
