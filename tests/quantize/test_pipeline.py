@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import tests.models as models
-from tests.quantize.conftest import INTEGRAL, cosine, quantize, run_artifact, run_onnx
+from tests.quantize.conftest import ACCURATE, INTEGRAL, cosine, quantize, run_artifact, run_onnx
 from worker.errors import NotFullyIntegralError
 
 
@@ -43,14 +43,7 @@ def test_small_models_accurate_and_fully_integral(tmp_path, builder, mode):
     model = getattr(models, builder)()
     calibration = models.random_calibration(model, 24, 1)
     result = quantize(
-        tmp_path,
-        model,
-        calibration,
-        calibrate_mode=mode,
-        per_channel=True,
-        weight_scale="max",
-        partition_conversions="fully_integral",
-        **INTEGRAL,
+        tmp_path, model, calibration, calibrate_mode=mode, partition_conversions="fully_integral", **ACCURATE
     )
     _check_against_onnx(result, model, calibration, 0.99)
     assert result.report["summary"]["fully_integral"] is True
@@ -130,31 +123,14 @@ def test_real_exports_with_dynamic_axes(tmp_path, name):
 
     model = onnx.load(str(path))
     calibration = models.random_calibration(model, 10, 4)
-    result = quantize(
-        tmp_path,
-        path,
-        calibration,
-        calibrate_mode="kl_divergence",
-        per_channel=True,
-        weight_scale="max",
-        **INTEGRAL,
-    )
+    result = quantize(tmp_path, path, calibration, calibrate_mode="kl_divergence", **ACCURATE)
     _check_against_onnx(result, path, calibration, 0.98)
 
 
 def test_digits_cnn_keeps_accuracy(tmp_path):
     x, y = models.digits_test_set()
     path = models.exported_model("digits_cnn")
-    calibration = {"x": x[:100]} if "x" in _inputs(path) else {_inputs(path)[0]: x[:100]}
-    result = quantize(
-        tmp_path,
-        path,
-        calibration,
-        calibrate_mode="kl_divergence",
-        per_channel=True,
-        weight_scale="max",
-        **INTEGRAL,
-    )
+    result = quantize(tmp_path, path, {_inputs(path)[0]: x[:100]}, calibrate_mode="kl_divergence", **ACCURATE)
     import tvm
 
     vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(str(result.artifact)), tvm.cpu())
@@ -169,3 +145,21 @@ def _inputs(path) -> list[str]:
     from worker.frontend import input_names, load_onnx
 
     return input_names(load_onnx(path))
+
+
+def test_int8_activations_between_ops(tmp_path):
+    """nbit_activation=8 requantizes every add/concat output to int8 at its calibrated scale."""
+    model = models.small_cnn()
+    calibration = models.random_calibration(model, 16, 6)
+    result = quantize(
+        tmp_path,
+        model,
+        calibration,
+        calibrate_mode="max",
+        nbit_activation=8,
+        dtype_activation="int8",
+        **ACCURATE,
+    )
+    _check_against_onnx(result, model, calibration, 0.98)
+    kinds = {t["kind"] for t in result.report["calibration"]["tensors"]}
+    assert "activation" in kinds

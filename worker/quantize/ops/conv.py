@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from tvm import relax
 from tvm.relax import op as R
 
 from worker.quantize.graph import Node, is_const
@@ -22,51 +25,45 @@ def _accepts(layout: str, kernel_layout: str):
     return accepts
 
 
-def _conv2d(ctx: RealizeContext, node: Node) -> QTensor:
-    attrs = node.call.attrs
-    data = ctx.as_input(node.call.args[0])
-    weight = ctx.as_weight(node.call.args[1], axis=0)
-    out = ctx.em.emit(
-        R.nn.conv2d(
-            data.expr,
-            weight.expr,
-            strides=attrs.strides,
-            padding=attrs.padding,
-            dilation=attrs.dilation,
-            groups=int(attrs.groups),
-            data_layout="NCHW",
-            kernel_layout="OIHW",
-            out_dtype="int32",
-        )
-    )
-    return QTensor(out, "int32", data.scale * channel_scale(weight.scale, 4, 1))
-
-
 def _transpose_axis(node: Node) -> int | None:
     # IOHW with groups: output channel o of group g is weight[g*I/G + i, o]; a per-channel scale
     # along axis 1 is only the output channel's when there is one group.
     return 1 if int(node.call.attrs.groups) == 1 else None
 
 
-def _conv2d_transpose(ctx: RealizeContext, node: Node) -> QTensor:
-    attrs = node.call.attrs
-    data = ctx.as_input(node.call.args[0])
-    weight = ctx.as_weight(node.call.args[1], axis=_transpose_axis(node))
-    out = ctx.em.emit(
-        R.nn.conv2d_transpose(
-            data.expr,
-            weight.expr,
-            strides=attrs.strides,
-            padding=attrs.padding,
-            output_padding=attrs.output_padding,
-            dilation=attrs.dilation,
-            groups=int(attrs.groups),
-            data_layout="NCHW",
-            kernel_layout="IOHW",
-            out_dtype="int32",
+def _realize(
+    emit: Callable[..., relax.Expr],
+    kernel_layout: str,
+    axis: Callable[[Node], int | None],
+    extra_attrs: tuple[str, ...] = (),
+):
+    """int8 data x int8 weight -> int32 accumulator at scale s_data * s_weight (per output channel)."""
+
+    def realize(ctx: RealizeContext, node: Node) -> QTensor:
+        attrs = node.call.attrs
+        data = ctx.as_input(node.call.args[0])
+        weight = ctx.as_weight(node.call.args[1], axis=axis(node))
+        out = ctx.em.emit(
+            emit(
+                data.expr,
+                weight.expr,
+                strides=attrs.strides,
+                padding=attrs.padding,
+                dilation=attrs.dilation,
+                groups=int(attrs.groups),
+                data_layout="NCHW",
+                kernel_layout=kernel_layout,
+                out_dtype="int32",
+                **{name: getattr(attrs, name) for name in extra_attrs},
+            )
         )
-    )
-    return QTensor(out, "int32", data.scale * channel_scale(weight.scale, 4, 1))
+        return QTensor(out, "int32", data.scale * channel_scale(weight.scale, 4, 1))
+
+    return realize
+
+
+_conv2d = _realize(R.nn.conv2d, "OIHW", lambda node: 0)
+_conv2d_transpose = _realize(R.nn.conv2d_transpose, "IOHW", _transpose_axis, ("output_padding",))
 
 
 register(

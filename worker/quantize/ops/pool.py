@@ -8,7 +8,10 @@ first (scale / 256) and the truncation costs at most 1/256 of a quantization ste
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+from tvm import relax
 from tvm.relax import op as R
 
 from worker.quantize.graph import Node, shape_of
@@ -19,11 +22,11 @@ from worker.quantize.qtensor import QTensor
 _AVG_POOL_FRACTION_BITS = 8
 
 
-def _max_pool(ctx: RealizeContext, node: Node) -> QTensor:
-    q = ctx.as_quantized(node.call.args[0])
+def _pool(op: Callable[..., relax.Expr], x: relax.Expr, node: Node) -> relax.Expr:
+    """The same pooling call as the float model's, on integer data."""
     a = node.call.attrs
-    out = R.nn.max_pool2d(
-        q.expr,
+    return op(
+        x,
         a.pool_size,
         a.strides,
         a.padding,
@@ -33,25 +36,18 @@ def _max_pool(ctx: RealizeContext, node: Node) -> QTensor:
         str(a.layout),
         str(a.out_layout),
     )
-    return q.with_expr(ctx.em.emit(out))
+
+
+def _max_pool(ctx: RealizeContext, node: Node) -> QTensor:
+    q = ctx.as_quantized(node.call.args[0])
+    return q.with_expr(ctx.em.emit(_pool(R.nn.max_pool2d, q.expr, node)))
 
 
 def _avg_pool(ctx: RealizeContext, node: Node) -> QTensor:
     q = ctx.em.cast(ctx.as_input(node.call.args[0]), "int32")
     shifted = R.left_shift(q.expr, ctx.em.const(_AVG_POOL_FRACTION_BITS, "int32"))
-    a = node.call.attrs
-    out = R.nn.avg_pool2d(
-        shifted,
-        a.pool_size,
-        a.strides,
-        a.padding,
-        a.dilation,
-        bool(a.ceil_mode),
-        bool(a.count_include_pad),
-        str(a.layout),
-        str(a.out_layout),
-    )
-    return QTensor(ctx.em.emit(out), "int32", q.scale / 2**_AVG_POOL_FRACTION_BITS)
+    out = ctx.em.emit(_pool(R.nn.avg_pool2d, shifted, node))
+    return QTensor(out, "int32", q.scale / 2**_AVG_POOL_FRACTION_BITS)
 
 
 def _sum_over(ctx: RealizeContext, node: Node, axes: list[int], keepdims: bool) -> QTensor:
