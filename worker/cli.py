@@ -18,9 +18,14 @@ from worker.errors import QuantizeError
 
 
 def _stderr_progress() -> Callable[[str, int], None]:
+    """One line per stage; inside a long stage (calibration) a line per 10 percent at most."""
     start = time.monotonic()
+    last: list[object] = [None, -100]
 
     def report(stage: str, percent: int) -> None:
+        if stage == last[0] and percent - last[1] < 10:
+            return
+        last[:] = [stage, percent]
         print(f"[{time.monotonic() - start:7.1f}s] {percent:3d}% {stage}", file=sys.stderr, flush=True)
 
     return report

@@ -129,6 +129,11 @@ def run_pipeline(
     progress: Progress | None = None,
 ) -> PipelineResult:
     """Quantize and build one model. Raises a QuantizeError subclass on any user-facing failure."""
+    stages = _Stages(progress)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    stages.start("load")  # first: importing TVM below takes seconds
     from tvm import __version__ as tvm_version
 
     from worker import frontend
@@ -144,12 +149,7 @@ def run_pipeline(
     from worker.report.performance import bench_artifacts, constant_bytes
     from worker.report.schema import Provenance, Report, Summary
 
-    stages = _Stages(progress)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     target = make_target(qconfig.target_dict())
-
-    stages.start("load")
     model = frontend.load_onnx(Path(model_path))
     calibration = frontend.load_calibration(calibration_path, model)
     if calibration is None and qconfig.calibrate_mode != "global_scale":
