@@ -114,3 +114,23 @@ def test_simulation_is_float_and_close_to_realized():
         outs[simulate] = vm["main"](tvm.runtime.tensor(data["x"][:1])).numpy()
     a, b = outs[False].ravel(), outs[True].ravel()
     assert float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) > 0.995
+
+
+def test_prerequisite_folds_standalone_batch_norm_exactly():
+    """resnet_small has batch-norms after adds: they become one multiply + add, numerically the same."""
+    from tests.quantize.conftest import run_onnx
+
+    path = models.exported_model("resnet_small")
+    model = frontend.load_onnx(path)
+    shapes = {"input": (1, 3, 32, 32)}
+    mod = prerequisite_optimize(frontend.import_relax(frontend.simplify(model, shapes), shapes))
+    ops = {
+        b.value.op.name
+        for block in mod["main"].body.blocks
+        for b in block.bindings
+        if isinstance(b.value, relax.Call)
+    }
+    assert "relax.divide" not in ops and "relax.subtract" not in ops
+    x = np.random.default_rng(0).standard_normal(shapes["input"]).astype(np.float32)
+    got = relax.VirtualMachine(tvm.compile(mod, TARGET), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, run_onnx(path, {"input": x})[0], rtol=1e-4, atol=1e-4)

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import tvm
 from tvm import relax
+from tvm.relax import dpl
 from tvm.relax import op as R
+
+from worker.quantize.graph import const_value
 
 _TE_BINARY = {"maximum": R.maximum, "minimum": R.minimum}
 
@@ -42,6 +46,30 @@ def restore_binary_ops(mod: tvm.IRModule) -> tvm.IRModule:
     return relax.transform.DeadCodeElimination(["main"])(mod)
 
 
+def _fold_standalone_batch_norm(mod: tvm.IRModule) -> tvm.IRModule:
+    """((x - mean) / std) * gamma + beta -> x * s + t: a batch-norm not after a conv (pre-activation
+    ResNets) decomposes into four float ops; as one multiply + one add with constants both have
+    int8 rules, and there is one requantization instead of four."""
+    x, mean, std, gamma, beta = dpl.wildcard(), dpl.is_const(), dpl.is_const(), dpl.is_const(), dpl.is_const()
+    pattern = dpl.is_op("relax.add")(
+        dpl.is_op("relax.multiply")(
+            dpl.is_op("relax.divide")(dpl.is_op("relax.subtract")(x, mean), std), gamma
+        ),
+        beta,
+    )
+
+    def rewrite(expr: relax.Expr, match: dict) -> relax.Expr:
+        m, d, g, b = (const_value(match[p]).astype(np.float64) for p in (mean, std, gamma, beta))
+        scale = g / d
+        dtype = str(expr.ty.dtype)
+        return R.add(
+            R.multiply(match[x], relax.const(scale.astype(dtype))), relax.const((b - m * scale).astype(dtype))
+        )
+
+    mod["main"] = dpl.rewrite_call(pattern, rewrite, mod["main"])
+    return mod
+
+
 def prerequisite_optimize(mod: tvm.IRModule) -> tvm.IRModule:
     seq = tvm.transform.Sequential(
         [
@@ -53,6 +81,7 @@ def prerequisite_optimize(mod: tvm.IRModule) -> tvm.IRModule:
     )
     mod = seq(mod)
     mod = restore_binary_ops(mod)
+    mod = _fold_standalone_batch_norm(mod)
     mod = tvm.transform.Sequential(
         [
             relax.transform.FoldConstant(),
