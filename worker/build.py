@@ -11,6 +11,24 @@ from tvm import relax
 
 from worker.errors import BuildError
 
+#: What a target without a CPU gets when this machine has AVX2: x86-64-v3 (AVX2 + FMA), so the
+#: AVX2 int8 kernels are used by default while the artifact still runs on any AVX2 CPU (not only on
+#: a CPU with this worker's AVX-512 or VNNI). Name an `mcpu` in the qconfig to choose otherwise.
+PORTABLE_AVX2_CPU = "haswell"
+
+
+def resolve_target(spec: dict[str, Any]) -> dict[str, Any]:
+    """The target as built: `{"kind": "llvm"}` alone becomes the portable AVX2 CPU when the host has
+    AVX2 (TVM's plain llvm target is generic x86-64: no AVX2, so no fast int8)."""
+    if spec.get("kind") != "llvm" or any(k in spec for k in ("mcpu", "mattr", "mtriple")):
+        return spec
+    from tvm.target import codegen
+
+    host = tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()})
+    if codegen.target_has_features("avx2", host) and codegen.target_has_features("fma", host):
+        return {**spec, "mcpu": PORTABLE_AVX2_CPU}
+    return spec
+
 
 def make_target(spec: str | dict[str, Any]) -> tvm.target.Target:
     """TVM 0.27 takes dict targets; the legacy "llvm -mcpu=x" form is translated by the qconfig."""

@@ -137,7 +137,7 @@ def run_pipeline(
     from tvm import __version__ as tvm_version
 
     from worker import frontend
-    from worker.build import compile_module, export, make_target, vm_of
+    from worker.build import compile_module, export, make_target, resolve_target, vm_of
     from worker.quantize.annotate import annotate
     from worker.quantize.calibrate import calibrate
     from worker.quantize.conversions import check_fully_integral, split_conversions
@@ -149,7 +149,8 @@ def run_pipeline(
     from worker.report.performance import bench_artifacts, constant_bytes
     from worker.report.schema import Provenance, Report, Summary
 
-    target = make_target(qconfig.target_dict())
+    target_spec = resolve_target(qconfig.target_dict())
+    target = make_target(target_spec)
     model = frontend.load_onnx(Path(model_path))
     calibration = frontend.load_calibration(calibration_path, model)
     if calibration is None and qconfig.calibrate_mode != "global_scale":
@@ -231,7 +232,7 @@ def run_pipeline(
         artifact_sha256=_sha256(artifact),
         qconfig=qconfig.model_dump(mode="json"),
         tvm_version=str(tvm_version),
-        target=qconfig.target_dict(),
+        target=target_spec,
         stage_seconds=stages.seconds,
         created_at=datetime.now(UTC),
         tvmq_version=_version(),
