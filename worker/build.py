@@ -9,7 +9,7 @@ from typing import Any
 import tvm
 from tvm import relax
 
-from worker.errors import BuildError
+from worker.errors import BuildError, QConfigError
 
 #: What a target without a CPU gets when this machine has AVX2: x86-64-v3 (AVX2 + FMA), so the
 #: AVX2 int8 kernels are used by default while the artifact still runs on any AVX2 CPU (not only on
@@ -30,8 +30,17 @@ def resolve_target(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def make_target(spec: str | dict[str, Any]) -> tvm.target.Target:
-    """TVM 0.27 takes dict targets; the legacy "llvm -mcpu=x" form is translated by the qconfig."""
+def make_target(spec: dict[str, Any]) -> tvm.target.Target:
+    """TVM 0.27 takes dict targets; the legacy "llvm -mcpu=x" form is translated by the qconfig.
+    LLVM only warns about an unknown CPU and builds generic code: here it is an error."""
+    from tvm.target import codegen
+
+    mcpu = spec.get("mcpu")
+    if mcpu and not codegen.llvm_is_valid_cpu(str(mcpu), codegen.llvm_get_system_triple()):
+        raise QConfigError(
+            f"target mcpu {mcpu!r} is not a CPU LLVM knows (e.g. haswell, znver3, skylake-avx512)",
+            field="target",
+        )
     try:
         return tvm.target.Target(spec)
     except Exception as exc:  # TVM raises plain errors for unknown keys/values

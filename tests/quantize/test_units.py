@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tvm
@@ -108,3 +110,16 @@ def test_fixed_point_multiplier_range():
     np.testing.assert_allclose(
         mult * np.exp2(-shift.astype(float)), [1e-7, 0.25, 0.3, 0.999999, 3.7], rtol=2e-9
     )
+
+
+def test_target_cpu_is_checked_and_bare_llvm_gets_portable_avx2():
+    from worker.build import PORTABLE_AVX2_CPU, make_target, resolve_target
+
+    with pytest.raises(QConfigError) as err:
+        make_target({"kind": "llvm", "mcpu": "bogus"})
+    assert err.value.detail["field"] == "target"
+    assert resolve_target({"kind": "llvm", "mcpu": "znver3"}) == {"kind": "llvm", "mcpu": "znver3"}
+    resolved = resolve_target({"kind": "llvm"})
+    assert resolved in ({"kind": "llvm"}, {"kind": "llvm", "mcpu": PORTABLE_AVX2_CPU})
+    if "avx2" in Path("/proc/cpuinfo").read_text():
+        assert resolved["mcpu"] == PORTABLE_AVX2_CPU
