@@ -83,14 +83,19 @@ def test_requantize_power_of_two_is_shift_only_and_exact(rounding):
 
 @pytest.mark.parametrize("rounding", ["UPWARD", "TONEAREST"])
 def test_requantize_fixed_point_matches_rounding(rounding):
+    """To int8 the requantize runs in int32 (no 64-bit vector multiply on AVX2): within 1 of exact
+    rounding, and different from it only next to a tie."""
     rng = np.random.default_rng(0)
     q = rng.integers(-(2**24), 2**24, size=(4, 257), dtype=np.int32)
     q[0, :8] = [-3, -2, -1, 0, 1, 2, 3, 2**24 - 1]
+    q[1, :4] = [2**31 - 1, -(2**31) + 1, 2**20, -(2**20)]
     ratio = 0.3 / 517.0
-    _, out = _requantize_module(q, 0.3, 517.0, rounding)
-    ref = _reference(q, ratio, rounding)
-    # the 31-bit multiplier is exact to 2**-31 relative: only exact ties may land on the other side
-    assert np.mean(out != ref) < 1e-3 and np.max(np.abs(out - ref)) <= 1
+    mod, out = _requantize_module(q, 0.3, 517.0, rounding)
+    assert "int64" not in mod.script()
+    exact = q.astype(np.float64) * ratio
+    differs = out != _reference(q, ratio, rounding)
+    assert np.max(np.abs(out - _reference(q, ratio, rounding))) <= 1
+    assert np.all(np.abs(np.abs(exact[differs]) % 1 - 0.5) < 2**-6), exact[differs]
 
 
 def test_requantize_per_channel():

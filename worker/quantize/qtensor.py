@@ -52,18 +52,24 @@ def _is_power_of_two(ratio: np.ndarray) -> tuple[bool, np.ndarray]:
     return bool(np.all(np.abs(exps - rounded) < 1e-9)), rounded.astype(np.int64)
 
 
-def fixed_point(ratio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ratio ≈ M * 2**-n with M in [2**30, 2**31): 31 significant bits, so that an int32 value times M
-    fits int64. Tiny ratios get n capped at 62 (their products round to 0 or ±1 anyway)."""
+def fixed_point(ratio: np.ndarray, bits: int = 31) -> tuple[np.ndarray, np.ndarray]:
+    """ratio ≈ M * 2**-n with M in [2**(bits-1), 2**bits). With 31 bits an int32 value times M fits
+    int64; tiny ratios get n capped at 62 (their products round to 0 or ±1 anyway)."""
     ratio = np.asarray(ratio, dtype=np.float64)
     exponent = np.floor(np.log2(ratio)).astype(np.int64)
-    shift = 30 - exponent
+    shift = (bits - 1) - exponent
     mult = np.round(ratio * np.exp2(shift.astype(np.float64))).astype(np.int64)
-    carry = mult >= 2**31
+    carry = mult >= 2**bits
     mult = np.where(carry, mult // 2, mult)
     shift = np.where(carry, shift - 1, shift)
     over = np.maximum(shift - 62, 0)
     return np.maximum(mult >> over, 0), shift - over
+
+
+#: int32 requantize: operands are pre-shifted to at most 16 bits and multiplied by a 14-bit M, so
+#: the product and its rounding term stay below 2**31 (AVX2 has no 64-bit vector multiply).
+_NARROW_OPERAND_BITS = 16
+_NARROW_MULT_BITS = 14
 
 
 class Emitter:
@@ -134,10 +140,36 @@ class Emitter:
         if pow2 and np.all(exps >= 0):
             y = R.left_shift(R.astype(q.expr, "int64"), self.const(exps, "int64"))
             return QTensor(self._clip_cast(y, "int64", dtype, nbit), dtype, out_scale)
+        if nbit <= 16 and np.all(ratio < 1) and q.dtype in ("int8", "int16", "int32"):
+            return QTensor(self._requantize_int32(q, ratio, dtype, nbit), dtype, out_scale)
         mult, shift = fixed_point(ratio)
         prod = R.multiply(R.astype(q.expr, "int64"), self.const(mult, "int64"))
         y = R.right_shift(self._rounding_term(prod, shift, "int64"), self.const(shift, "int64"))
         return QTensor(self._clip_cast(y, "int64", dtype, nbit), dtype, out_scale)
+
+    def _bound(self, x: relax.Expr, limit: np.ndarray) -> relax.Expr:
+        if limit.size == 1:
+            return R.clip(x, -int(limit), int(limit))
+        return R.minimum(R.maximum(x, self.const(-limit, "int32")), self.const(limit, "int32"))
+
+    def _requantize_int32(self, q: QTensor, ratio: np.ndarray, dtype: str, nbit: int) -> relax.Expr:
+        """Fixed-point requantize in int32 for narrow outputs (ratio < 1).
+
+        Inputs beyond (qmax + 1) / ratio saturate anyway, so they are clipped first; what is left is
+        shifted right (with rounding) to 16 bits, multiplied by a 14-bit M and shifted by n. The
+        result is within 1 of exact rounding and differs from it only within 2**-6 of a tie.
+        """
+        limit = qmax(nbit)
+        bound = np.minimum(np.floor((limit + 1) / ratio), 2**31 - 1).astype(np.int64)
+        pre = np.maximum(np.ceil(np.log2(bound + 1)).astype(np.int64) - _NARROW_OPERAND_BITS, 0)
+        mult, shift = fixed_point(ratio * np.exp2(pre.astype(np.float64)), bits=_NARROW_MULT_BITS)
+        x = q.expr if q.dtype == "int32" else R.astype(q.expr, "int32")
+        x = self._bound(x, bound)
+        if np.any(pre > 0):
+            x = R.right_shift(self._rounding_term(x, pre, "int32"), self.const(pre, "int32"))
+        prod = R.multiply(x, self.const(mult, "int32"))
+        y = R.right_shift(self._rounding_term(prod, shift, "int32"), self.const(shift, "int32"))
+        return self._clip_cast(y, "int32", dtype, nbit)
 
     def unify(self, qs: list[QTensor], dtype: str, nbit: int | None = None) -> list[QTensor]:
         """Bring tensors to one per-tensor scale (the coarsest: no value can overflow) and dtype."""
