@@ -38,7 +38,9 @@ def _convs(mod: tvm.IRModule) -> list[relax.Call]:
     return found
 
 
-def measure(model: models.Model, weight_bits: list[int], target: tvm.target.Target, threads: int) -> list[dict]:
+def measure(
+    model: models.Model, weight_bits: list[int], target: tvm.target.Target, threads: int
+) -> list[dict]:
     intrin.register()
     peak = 2 * MACS_PER_CYCLE * clock_ghz() * threads
     rows, seen = [], set()
@@ -53,17 +55,27 @@ def measure(model: models.Model, weight_bits: list[int], target: tvm.target.Targ
                 continue
             seen.add(key)
             pad = tuple(int(p) for p in a.padding)
-            kernel = packed.conv2d_nchw(shape, w, tuple(int(s) for s in a.strides), pad,
-                                        tuple(int(d) for d in a.dilation))
+            kernel = packed.conv2d_nchw(
+                shape, w, tuple(int(s) for s in a.strides), pad, tuple(int(d) for d in a.dilation)
+            )
             lib = tvm.tirx.build(tvm.IRModule({"main": kernel.func}), target=target)
             out_shape = tuple(int(d) for d in call.ty.shape)
-            args = [tvm.runtime.tensor(np.zeros(shape, np.int8)),
-                    *(tvm.runtime.tensor(c) for c in kernel.constants),
-                    tvm.runtime.tensor(np.zeros(out_shape, np.int32))]
+            args = [
+                tvm.runtime.tensor(np.zeros(shape, np.int8)),
+                *(tvm.runtime.tensor(c) for c in kernel.constants),
+                tvm.runtime.tensor(np.zeros(out_shape, np.int32)),
+            ]
             seconds = min(lib.time_evaluator("main", tvm.cpu(), number=5, repeat=3)(*args).results)
             macs = int(np.prod(out_shape)) * int(np.prod(w.shape[1:]))
             gops = 2 * macs / seconds / 1e9
-            rows.append({"layer": f"{shape[1]}->{w.shape[0]} k{w.shape[2]} s{key[3][0]} {shape[2]}x{shape[3]}",
-                         "weight_bits": bits, "mode": kernel.mode.name, "ms": seconds * 1e3, "gops": gops,
-                         "fraction_of_peak": gops / peak})
+            rows.append(
+                {
+                    "layer": f"{shape[1]}->{w.shape[0]} k{w.shape[2]} s{key[3][0]} {shape[2]}x{shape[3]}",
+                    "weight_bits": bits,
+                    "mode": kernel.mode.name,
+                    "ms": seconds * 1e3,
+                    "gops": gops,
+                    "fraction_of_peak": gops / peak,
+                }
+            )
     return rows

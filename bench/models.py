@@ -48,8 +48,16 @@ MOBILENET = Model(
         ("conv", 32, 3, 2, 1, True),
         *(
             layer
-            for c_in, c_out, s in ((32, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256, 1),
-                                   (256, 512, 2), (512, 512, 1), (512, 1024, 2))
+            for c_in, c_out, s in (
+                (32, 64, 1),
+                (64, 128, 2),
+                (128, 128, 1),
+                (128, 256, 2),
+                (256, 256, 1),
+                (256, 512, 2),
+                (512, 512, 1),
+                (512, 1024, 2),
+            )
             for layer in (("conv", c_in, 3, s, c_in, True), ("conv", c_out, 1, 1, 1, True))
         ),
         ("gap",),
@@ -84,8 +92,14 @@ class _Onnx:
         fan_in = c_in // groups * k * k
         w = self.rng.standard_normal((c_out, c_in // groups, k, k)) * math.sqrt(2.0 / fan_in)
         b = self.rng.standard_normal(c_out) * 0.1
-        y = self.node("Conv", [x, self.const(w), self.const(b)], kernel_shape=[k, k], strides=[s, s],
-                      pads=[k // 2] * 4, group=groups)
+        y = self.node(
+            "Conv",
+            [x, self.const(w), self.const(b)],
+            kernel_shape=[k, k],
+            strides=[s, s],
+            pads=[k // 2] * 4,
+            group=groups,
+        )
         return self.node("Relu", [y]) if relu else y
 
 
@@ -111,12 +125,17 @@ def to_onnx(model: Model, seed: int = 0) -> onnx.ModelProto:
         elif kind == "fc":
             relu = layer[2] if len(layer) > 2 else False
             w = g.rng.standard_normal((c, layer[1])) * math.sqrt(2.0 / c)
-            x = g.node("Add", [g.node("MatMul", [x, g.const(w)]), g.const(g.rng.standard_normal(layer[1]) * 0.1)])
+            x = g.node(
+                "Add", [g.node("MatMul", [x, g.const(w)]), g.const(g.rng.standard_normal(layer[1]) * 0.1)]
+            )
             x, c = (g.node("Relu", [x]) if relu else x), layer[1]
     out_shape = [model.input_shape[0], c]
     graph = helper.make_graph(
-        g.nodes, model.name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(model.input_shape))],
-        [helper.make_tensor_value_info(x, TensorProto.FLOAT, out_shape)], g.inits,
+        g.nodes,
+        model.name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(model.input_shape))],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, out_shape)],
+        g.inits,
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 8
@@ -136,16 +155,24 @@ class _Int8:
         peak = np.abs(g).max(axis=tuple(i for i in range(g.ndim) if i != axis), keepdims=True)
         return np.round(g / peak * self.wmax).astype(np.int8)
 
-    def requant(self, acc: relax.Expr, channels: int, fan_in: int, relu: bool, axis_shape: tuple) -> relax.Expr:
+    def requant(
+        self, acc: relax.Expr, channels: int, fan_in: int, relu: bool, axis_shape: tuple
+    ) -> relax.Expr:
         bb = self.bb
         bias = self.rng.integers(-2000, 2000, size=axis_shape).astype(np.int32)
         scale = 127.0 / (3.0 * math.sqrt(fan_in) * 40.0 * self.wmax / 2.5)
         mult = np.full(axis_shape, max(1, round(scale * 2**SHIFT)), np.int64)
         y = bb.emit(relax.op.astype(relax.op.add(acc, relax.const(bias)), "int64"))
-        y = bb.emit(relax.op.right_shift(relax.op.multiply(y, relax.const(mult, "int64")), relax.const(SHIFT, "int64")))
+        y = bb.emit(
+            relax.op.right_shift(
+                relax.op.multiply(y, relax.const(mult, "int64")), relax.const(SHIFT, "int64")
+            )
+        )
         return bb.emit(relax.op.astype(relax.op.clip(y, 0 if relu else -128, 127), "int8"))
 
-    def conv(self, x: relax.Expr, c_in: int, c_out: int, k: int, s: int, groups: int, relu: bool) -> relax.Expr:
+    def conv(
+        self, x: relax.Expr, c_in: int, c_out: int, k: int, s: int, groups: int, relu: bool
+    ) -> relax.Expr:
         w = self.weights((c_out, c_in // groups, k, k), 0)
         acc = self.bb.emit(relax.op.nn.conv2d(x, relax.const(w), s, k // 2, groups=groups, out_dtype="int32"))
         return self.requant(acc, c_out, c_in // groups * k * k, relu, (1, c_out, 1, 1))
@@ -164,7 +191,11 @@ def to_int8_relax(model: Model, weight_bits: int = 8, seed: int = 0) -> tvm.IRMo
 
 def _emit_int8_body(bb: relax.BlockBuilder, q: _Int8, model: Model, inp: relax.Var) -> relax.Expr:
     with bb.dataflow():
-        x = bb.emit(relax.op.astype(relax.op.clip(relax.op.round(relax.op.multiply(inp, relax.const(40.0))), -128, 127), "int8"))
+        x = bb.emit(
+            relax.op.astype(
+                relax.op.clip(relax.op.round(relax.op.multiply(inp, relax.const(40.0))), -128, 127), "int8"
+            )
+        )
         c = model.input_shape[1]
         for layer in model.layers:
             kind = layer[0]
@@ -182,9 +213,13 @@ def _emit_int8_body(bb: relax.BlockBuilder, q: _Int8, model: Model, inp: relax.V
                 x, c = bb.emit(relax.op.astype(relax.op.clip(total, 0, 127), "int8")), c_out
             elif kind == "gap":
                 hw = int(x.ty.shape[2]) * int(x.ty.shape[3])
-                total = bb.emit(relax.op.astype(relax.op.sum(relax.op.astype(x, "int32"), axis=[2, 3]), "int64"))
-                mean = relax.op.right_shift(relax.op.multiply(total, relax.const(round(2**16 / hw), "int64")),
-                                            relax.const(16, "int64"))
+                total = bb.emit(
+                    relax.op.astype(relax.op.sum(relax.op.astype(x, "int32"), axis=[2, 3]), "int64")
+                )
+                mean = relax.op.right_shift(
+                    relax.op.multiply(total, relax.const(round(2**16 / hw), "int64")),
+                    relax.const(16, "int64"),
+                )
                 x = bb.emit(relax.op.astype(relax.op.clip(mean, -128, 127), "int8"))
             elif kind == "fc":
                 relu = layer[2] if len(layer) > 2 else False

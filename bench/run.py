@@ -68,23 +68,82 @@ def _ort_int8(fp32_path: Path, model: models.Model, out_path: Path) -> Path:
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             rng = np.random.default_rng(1)
-            self.samples = iter([{"x": rng.standard_normal(model.input_shape).astype(np.float32)} for _ in range(16)])
+            self.samples = iter(
+                [{"x": rng.standard_normal(model.input_shape).astype(np.float32)} for _ in range(16)]
+            )
 
         def get_next(self):
             return next(self.samples, None)
 
-    quantize_static(str(fp32_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    quantize_static(
+        str(fp32_path),
+        str(out_path),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+    )
     return out_path
+
+
+def _pipeline_artifact(model: models.Model, proto, target, weight_bits: int):
+    """What a user gets: `run_pipeline` on the ONNX model (max calibration on 8 random samples,
+    every layer quantized, per-channel weights), loaded back from the exported model.so."""
+    import onnx
+    import tvm
+
+    from worker.pipeline import run_pipeline
+    from worker.qconfig import QConfig
+
+    work = Path(tempfile.mkdtemp(prefix=f"tvmq-bench-{model.name}-"))
+    onnx.save(proto, work / "model.onnx")
+    rng = np.random.default_rng(2)
+    np.savez(work / "calibration.npz", x=rng.standard_normal((8, *model.input_shape[1:])).astype(np.float32))
+    qconfig = QConfig(
+        calibrate_mode="max",
+        skip_conv_layers=[],
+        skip_dense_layer=False,
+        per_channel=True,
+        weight_scale="max",
+        nbit_weight=weight_bits,
+        holdout_samples=0,
+        bench_runs=1,
+        target={"kind": "llvm", "mcpu": str(target.mcpu)},
+    )
+    result = run_pipeline(work / "model.onnx", work / "calibration.npz", qconfig, work / "out")
+    return tvm.runtime.load_module(str(result.artifact))
+
+
+def _tvm_builds(model: models.Model, proto, target, args: argparse.Namespace) -> dict[str, Callable]:
+    """Name -> build function for every TVM variant of one model."""
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from worker.kernels import compile_module
+
+    def float_mod():
+        return from_onnx(proto, keep_params_in_input=False)
+
+    builds: dict[str, Callable] = {"tvm_fp32_ours": lambda: compile_module(float_mod(), target)}
+    for bits in args.weight_bits:
+        builds[f"tvm_int8_w{bits}_ours"] = lambda b=bits: compile_module(
+            models.to_int8_relax(model, weight_bits=b), target
+        )
+    for bits in args.weight_bits:
+        builds[f"tvm_int8_pipeline_w{bits}"] = lambda b=bits: _pipeline_artifact(model, proto, target, b)
+    if args.with_default:
+        builds["tvm_fp32_default"] = lambda: tvm.compile(float_mod(), target)
+        builds["tvm_int8_w8_default"] = lambda: tvm.compile(
+            models.to_int8_relax(model, weight_bits=8), target
+        )
+    return builds
 
 
 def run_child(args: argparse.Namespace) -> dict:
     """One thread count: every engine on every model."""
     import onnx
     import tvm
-    from tvm.relax.frontend.onnx import from_onnx
-
-    from worker.kernels import compile_module
 
     target = tvm.target.Target({"kind": "llvm", "mcpu": args.mcpu})
     threads = args.threads[0]
@@ -96,14 +155,7 @@ def run_child(args: argparse.Namespace) -> dict:
         proto = models.to_onnx(model)
         fp32_path = work / f"{model.name}.onnx"
         onnx.save(proto, fp32_path)
-        builds = {"tvm_fp32_ours": lambda: compile_module(from_onnx(proto, keep_params_in_input=False), target)}
-        for bits in args.weight_bits:
-            builds[f"tvm_int8_w{bits}_ours"] = (
-                lambda b=bits: compile_module(models.to_int8_relax(model, weight_bits=b), target)
-            )
-        if args.with_default:
-            builds["tvm_fp32_default"] = lambda: tvm.compile(from_onnx(proto, keep_params_in_input=False), target)
-            builds["tvm_int8_w8_default"] = lambda: tvm.compile(models.to_int8_relax(model, weight_bits=8), target)
+        builds = _tvm_builds(model, proto, target, args)
         rows[model.name], compile_s[model.name] = {}, {}
         for name, build in builds.items():
             t0 = time.perf_counter()
@@ -112,7 +164,9 @@ def run_child(args: argparse.Namespace) -> dict:
             rows[model.name][name] = median_ms(_tvm_runner(executable, x), args.budget, args.runs)
         rows[model.name]["ort_fp32"] = median_ms(_ort_runner(fp32_path, threads, x), args.budget, args.runs)
         int8_path = _ort_int8(fp32_path, model, work / f"{model.name}.qdq.onnx")
-        rows[model.name]["ort_int8_qdq"] = median_ms(_ort_runner(int8_path, threads, x), args.budget, args.runs)
+        rows[model.name]["ort_int8_qdq"] = median_ms(
+            _ort_runner(int8_path, threads, x), args.budget, args.runs
+        )
         print(f"[{threads} thr] {model.name}: {rows[model.name]}", file=sys.stderr, flush=True)
     gops = kernels_gops.measure(models.RESNET, args.weight_bits, target, threads) if args.gops else []
     return {"threads": threads, "latency_ms": rows, "compile_s": compile_s, "int8_conv_kernels": gops}
@@ -121,10 +175,15 @@ def run_child(args: argparse.Namespace) -> dict:
 def _ratios(row: dict[str, float]) -> dict[str, float]:
     ort_best = min(row["ort_fp32"], row["ort_int8_qdq"])
     int8 = min(v for k, v in row.items() if k.startswith("tvm_int8") and k.endswith("_ours"))
-    return {
+    out = {
         "int8_ours / best_ORT (goal <= 0.8)": int8 / ort_best,
         "fp32_ours / int8_ours (goal >= 2)": row["tvm_fp32_ours"] / int8,
     }
+    pipeline = [v for k, v in row.items() if k.startswith("tvm_int8_pipeline")]
+    if pipeline:
+        out["int8_pipeline / best_ORT"] = min(pipeline) / ort_best
+        out["fp32_ours / int8_pipeline"] = row["tvm_fp32_ours"] / min(pipeline)
+    return out
 
 
 def print_table(results: list[dict]) -> None:
@@ -135,8 +194,10 @@ def print_table(results: list[dict]) -> None:
             ratios = "  ".join(f"{k}: {v:.2f}" for k, v in _ratios(row).items())
             print(f"{model}\n  {cells}\n  {ratios}\n  compile s: {res['compile_s'][model]}")
         for k in res["int8_conv_kernels"]:
-            print(f"  int8 conv {k['layer']} [{k['mode']}]: {k['ms']:.3f} ms, {k['gops']:.1f} GOP/s, "
-                  f"{100 * k['fraction_of_peak']:.0f}% of the AVX2 peak")
+            print(
+                f"  int8 conv {k['layer']} [{k['mode']}]: {k['ms']:.3f} ms, {k['gops']:.1f} GOP/s, "
+                f"{100 * k['fraction_of_peak']:.0f}% of the AVX2 peak"
+            )
 
 
 def main() -> None:
@@ -144,8 +205,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--models", nargs="+", default=[m.name for m in models.MODELS])
     parser.add_argument("--weight-bits", type=int, nargs="+", default=[7, 8])
-    parser.add_argument("--mcpu", default="haswell", help="LLVM CPU for TVM (AVX2 needed for the int8 kernels)")
-    parser.add_argument("--with-default", action="store_true", help="also time tvm.compile's default build (slow)")
+    parser.add_argument(
+        "--mcpu", default="haswell", help="LLVM CPU for TVM (AVX2 needed for the int8 kernels)"
+    )
+    parser.add_argument(
+        "--with-default", action="store_true", help="also time tvm.compile's default build (slow)"
+    )
     parser.add_argument("--gops", action="store_true", help="time each ResNet int8 conv kernel alone")
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--budget", type=float, default=3.0, help="seconds of timed runs per engine")
@@ -159,13 +224,32 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as work:
         for threads in args.threads:
-            cmd = [sys.executable, "-m", "bench.run", "--child", "--work", work, "--threads", str(threads),
-                   "--models", *args.models, "--weight-bits", *map(str, args.weight_bits), "--mcpu", args.mcpu,
-                   "--runs", str(args.runs), "--budget", str(args.budget)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "bench.run",
+                "--child",
+                "--work",
+                work,
+                "--threads",
+                str(threads),
+                "--models",
+                *args.models,
+                "--weight-bits",
+                *map(str, args.weight_bits),
+                "--mcpu",
+                args.mcpu,
+                "--runs",
+                str(args.runs),
+                "--budget",
+                str(args.budget),
+            ]
             cmd += ["--with-default"] if args.with_default else []
             cmd += ["--gops"] if args.gops else []
             env = {**os.environ, "TVM_NUM_THREADS": str(threads)}
-            out = subprocess.run(cmd, env=env, cwd=ROOT.parent, check=True, stdout=subprocess.PIPE, text=True).stdout
+            out = subprocess.run(
+                cmd, env=env, cwd=ROOT.parent, check=True, stdout=subprocess.PIPE, text=True
+            ).stdout
             results.append(json.loads(out.strip().splitlines()[-1]))
     print_table(results)
     args.out.write_text(json.dumps({"cpu": _cpu_name(), "results": results}, indent=2))

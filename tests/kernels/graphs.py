@@ -19,7 +19,7 @@ def conv_block(
     weight_limit: int = 127,
 ) -> tvm.IRModule:
     """conv2d (+ int8 requantize epilogue or float bias/relu) + max_pool2d."""
-    n, c, _, _ = data_shape
+    c = data_shape[1]
     w_shape = (out_channels, c // groups, kernel, kernel)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType(data_shape, dtype))
@@ -27,7 +27,9 @@ def conv_block(
         with bb.dataflow():
             if dtype == "int8":
                 w = rng.integers(-weight_limit - 1, weight_limit + 1, size=w_shape).astype(np.int8)
-                y = bb.emit(relax.op.nn.conv2d(x, relax.const(w), stride, pad, groups=groups, out_dtype="int32"))
+                y = bb.emit(
+                    relax.op.nn.conv2d(x, relax.const(w), stride, pad, groups=groups, out_dtype="int32")
+                )
                 bias = rng.integers(-5000, 5000, size=(1, out_channels, 1, 1)).astype(np.int32)
                 y = bb.emit(relax.op.add(y, relax.const(bias)))
                 y = bb.emit(relax.op.astype(y, "int64"))
@@ -50,7 +52,7 @@ def conv_block(
 
 def raw_conv(dtype: str, data_shape, out_channels, kernel, stride, pad, groups, rng, weight_limit=127):
     """A bare conv2d whose int32 accumulator is the output, so any error shows unrounded."""
-    n, c, _, _ = data_shape
+    c = data_shape[1]
     w_shape = (out_channels, c // groups, kernel, kernel)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType(data_shape, dtype))
@@ -58,7 +60,9 @@ def raw_conv(dtype: str, data_shape, out_channels, kernel, stride, pad, groups, 
         if dtype == "int8":
             w = rng.integers(-weight_limit - 1, weight_limit + 1, size=w_shape).astype(np.int8)
             w.flat[: min(w.size, 8)] = [-128, -128, 127, 127, -128, 127, 127, -128][: min(w.size, 8)]
-            out = bb.emit(relax.op.nn.conv2d(x, relax.const(w), stride, pad, groups=groups, out_dtype="int32"))
+            out = bb.emit(
+                relax.op.nn.conv2d(x, relax.const(w), stride, pad, groups=groups, out_dtype="int32")
+            )
         else:
             w = rng.standard_normal(w_shape).astype(np.float32)
             out = bb.emit(relax.op.nn.conv2d(x, relax.const(w), stride, pad, groups=groups))

@@ -57,7 +57,12 @@ def test_conv_requantize_pool_block_matches(dtype: str) -> None:
 
 @pytest.mark.parametrize(
     ("dtype", "a_shape", "n_out", "limit"),
-    [("int8", (3, 100), 24, 127), ("int8", (1, 256), 64, 63), ("int8", (2, 3, 64), 20, 127), ("float32", (4, 64), 20, 0)],
+    [
+        ("int8", (3, 100), 24, 127),
+        ("int8", (1, 256), 64, 63),
+        ("int8", (2, 3, 64), 20, 127),
+        ("float32", (4, 64), 20, 0),
+    ],
 )
 def test_matmul_matches_default_build(dtype: str, a_shape: tuple[int, ...], n_out: int, limit: int) -> None:
     rng = np.random.default_rng(11)
@@ -85,3 +90,13 @@ def test_int8_artifact_uses_avx2_dot_product(tmp_path) -> None:
     asm = subprocess.run([objdump, "-d", str(lib)], capture_output=True, text=True, check=True).stdout
     assert "vpmaddubsw" in asm
     assert "vpmaddwd" in asm
+
+
+def test_target_without_avx2_keeps_default_int8_lowering() -> None:
+    """A plain "llvm" target has no AVX2: no packed kernels, still the exact same results."""
+    generic = tvm.target.Target({"kind": "llvm"})
+    rng = np.random.default_rng(5)
+    mod = graphs.raw_conv("int8", (1, 8, 14, 14), 16, 3, 1, 1, 1, rng)
+    x = graphs.extreme_input("int8", (1, 8, 14, 14), rng)
+    expected = graphs.run(tvm.compile(mod, generic), x)
+    np.testing.assert_array_equal(graphs.run(compile_module(mod, generic), x), expected)

@@ -32,12 +32,15 @@ def relax_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         with target:
             seq = tvm.transform.Sequential(
-                [*front, relax.transform.FoldConstant()]
-                + cpu_generic.library_dispatch_passes(target)
-                + cpu_generic.legalize_passes(target)
-                + [schedule_cpu]
-                + cpu_generic.dataflow_lower_passes(target)
-                + cpu_generic.finalize_passes(target)
+                [
+                    *front,
+                    relax.transform.FoldConstant(),
+                    *cpu_generic.library_dispatch_passes(target),
+                    *cpu_generic.legalize_passes(target),
+                    schedule_cpu,
+                    *cpu_generic.dataflow_lower_passes(target),
+                    *cpu_generic.finalize_passes(target),
+                ]
             )
             return seq(mod)
 

@@ -228,9 +228,7 @@ def matmul(a_shape: tuple[int, int], weight_kn: np.ndarray) -> Kernel:
         ),
         name="dot",
     )
-    out = te.compute(
-        (m, nn), lambda i, j: dot[i, j // intrin.LANES, j % intrin.LANES] - corr[j], name="out"
-    )
+    out = te.compute((m, nn), lambda i, j: dot[i, j // intrin.LANES, j % intrin.LANES] - corr[j], name="out")
     sch = tvm.s_tir.Schedule(te.create_prim_func([a, wpk, corr, out]))
     _schedule_prepare(sch, 1)
     ob_tile, m_tile = _register_tile(m, nb)

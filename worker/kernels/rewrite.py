@@ -88,7 +88,9 @@ class _PackedRewriter(relax.PyExprMutator):
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        rule = self._conv2d if call.op.same_as(_CONV2D) else self._matmul if call.op.same_as(_MATMUL) else None
+        rule = (
+            self._conv2d if call.op.same_as(_CONV2D) else self._matmul if call.op.same_as(_MATMUL) else None
+        )
         new = rule(call) if rule is not None else None
         return call if new is None else new
 

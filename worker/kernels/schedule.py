@@ -14,7 +14,7 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.schedule import LoopRV, SBlockRV
 
-VECTOR_FACTORS = (16, 8)  # 32-bit lanes: two or one AVX2 register per row of the tile
+VECTOR_FACTORS = (16, 8, 14, 7)  # 32-bit lanes: two or one AVX2 register per row; 14/7 for 28/14/7 maps
 BLOCK_FACTORS = (4, 3, 2)
 SPATIAL, REDUCE = 0, 2  # tirx.IterVar kinds
 SCHEDULED_ATTR = "tvmq_scheduled"
@@ -100,14 +100,17 @@ def schedule_reduction(sch: s_tir.Schedule, block: SBlockRV, loops: list[LoopRV]
     acc = sch.cache_write(block, 0, "global")
     sch.reverse_compute_at(acc, outer[-1])
     _parallel(sch, outer)
-    init = sch.decompose_reduction(block, reduce_[0])
-    for blk in (block, init, acc):
+    for blk in (block, acc):  # before decompose_reduction: vectorize refuses an init-less update
         _finish_tile(sch, sch.get_loops(blk), v_factor, b_factor)
+    init = sch.decompose_reduction(block, reduce_[0])
+    _finish_tile(sch, sch.get_loops(init), v_factor, b_factor)
 
 
 def _finish_tile(sch: s_tir.Schedule, loops: list[LoopRV], v_factor: int, b_factor: int) -> None:
     """Vectorize the tile's vector loop and unroll its block loop, never touching the parallel loop."""
     serial = [lp for lp in loops[-2:] if sch.get(lp).kind == tirx.ForKind.SERIAL]
+    if v_factor > 1 and not serial:
+        return  # decompose_reduction carried the update's loop kinds over to the init
     if v_factor > 1 and serial and _extent(sch, serial[-1]) == v_factor:
         sch.vectorize(serial.pop())
     if b_factor > 1 and serial and _extent(sch, serial[-1]) == b_factor:
