@@ -99,7 +99,10 @@ def _pipeline_artifact(model: models.Model, proto, target, weight_bits: int):
     work = Path(tempfile.mkdtemp(prefix=f"tvmq-bench-{model.name}-"))
     onnx.save(proto, work / "model.onnx")
     rng = np.random.default_rng(2)
-    np.savez(work / "calibration.npz", x=rng.standard_normal((8, *model.input_shape[1:])).astype(np.float32))
+    samples = 8 * model.input_shape[0]  # a static batch B takes the samples B at a time
+    np.savez(
+        work / "calibration.npz", x=rng.standard_normal((samples, *model.input_shape[1:])).astype(np.float32)
+    )
     qconfig = QConfig(
         calibrate_mode="max",
         skip_conv_layers=[],
