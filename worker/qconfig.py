@@ -138,6 +138,10 @@ class QConfig(BaseModel):
             width = int(getattr(self, f"dtype_{prefix}").removeprefix("int"))
             if nbit > width:
                 raise ValueError(f"nbit_{prefix}={nbit} does not fit dtype_{prefix}=int{width}")
+        if self.do_simulation and self.partition_conversions == "fully_integral":
+            raise ValueError(
+                "do_simulation builds a float (fake-quantized) module: it cannot be fully_integral"
+            )
         if self.dtype_input != "int8" or self.dtype_weight != "int8":
             raise ValueError("dtype_input and dtype_weight must be int8 (the int8 x int8 -> int32 kernels)")
         return self
@@ -175,10 +179,13 @@ def parse_qconfig(data: str | bytes | dict[str, Any] | None) -> QConfig:
         errors = exc.errors()
         first = errors[0]
         field = _field_of(first)
+        reason = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             message = f"unknown qconfig key {field!r}"
+        elif not first.get("loc"):  # a rule across fields
+            message = f"invalid qconfig: {reason}"
         else:
-            message = f"qconfig field {field!r}: {first['msg']}"
+            message = f"qconfig field {field!r}: {reason}"
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more problem(s): {[_field_of(e) for e in errors[1:]]})"
         raise QConfigError(message, field=field) from None

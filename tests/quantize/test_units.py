@@ -32,6 +32,7 @@ def test_qconfig_defaults_are_relays():
         ({"exclude_ops": ["softmax"]}, "exclude_ops"),
         ({"target": "cuda"}, "target"),
         ({"calibrate_chunk_by": 0}, "calibrate_chunk_by"),
+        ({"do_simulation": True, "partition_conversions": "fully_integral"}, "qconfig"),
     ],
 )
 def test_qconfig_rejects_with_field(data, field):

@@ -141,3 +141,19 @@ def _poll(url: str) -> dict:
             return state
         time.sleep(0.5)
     raise AssertionError(f"job did not finish: {state}")
+
+
+def test_simulation_report_is_never_integral(tmp_path):
+    model = models.small_cnn()
+    result = quantize(
+        tmp_path,
+        model,
+        models.random_calibration(model, 10, 0),
+        calibrate_mode="max",
+        do_simulation=True,
+        **INTEGRAL,
+    )
+    integrality = result.report["integrality"]
+    assert integrality["fully_integral"] is False and result.report["summary"]["do_simulation"] is True
+    assert {op["reason"] for op in integrality["ops"] if op["group"] == "core"} == {"simulation"}
+    assert result.report["summary"]["cosine"] > 0.99

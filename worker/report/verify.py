@@ -45,11 +45,14 @@ def _reason(op: OpInfo, reasons: dict[str, str]) -> str | None:
 
 def integrality(qmod: tvm.IRModule, reasons: dict[str, str]) -> Integrality:
     """The integrality section. Outside the core, the model's own float ops (those with a reason)
-    are `float_fallback`; `prefix`/`suffix` then hold only the conversions the quantizer added."""
+    are `float_fallback`; `prefix`/`suffix` then hold only the conversions the quantizer added.
+    With do_simulation the fake-quantized ops are the core, in float: the verdict is false."""
     records = []
     for op in classify(lowered_ops(qmod)):
         group = op.group
-        if group != "core" and op.var in reasons:
+        if reasons.get(op.var) == "simulation":
+            group = "core"  # the would-be integer core, simulated in float: never integral
+        elif group != "core" and op.var in reasons:
             group = "float_fallback"
         records.append(
             OpRecord(
