@@ -8,6 +8,7 @@ run returns (Relay's meaning): more chunks = more passes over the data, less mem
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +18,7 @@ from tvm import relax
 from worker.build import compile_module, vm_of
 from worker.qconfig import QConfig
 from worker.quantize.annotate import Annotation
-from worker.quantize.calibration import make_collector
+from worker.quantize.calibration import Collector, make_collector
 from worker.quantize.graph import Graph, labels
 from worker.quantize.realize import probe_module
 
@@ -46,6 +47,11 @@ def batches(
 def batch_count(count: int, batch: int, limit: int | None = None) -> int:
     steps = -(-count // batch)
     return steps if limit is None else min(steps, limit)
+
+
+def _update(work: list[tuple[Collector, np.ndarray]]) -> None:
+    for collector, array in work:
+        collector.update(array)
 
 
 def _chunks(points: list[relax.Expr], size: int) -> list[list[relax.Expr]]:
@@ -93,18 +99,24 @@ def calibrate(
         steps = batch_count(count, batch, qconfig.calibration_batches)
         for done, chunk in enumerate(chunks):
             vm = vm_of(compile_module(probe_module(graph, qconfig, chunk), target)) if chunk else None
+            inputs_seen = {p: i for p, i in param_index.items() if p in collectors} if done == 0 else {}
             seen = 0
-            for inputs in batches(calibration, input_names, batch, qconfig.calibration_batches):
-                if done == 0:
-                    for p, i in param_index.items():
-                        if p in collectors:
-                            collectors[p].update(inputs[i])
-                if vm is not None:
-                    outs = vm["main"](*[tvm.runtime.tensor(x) for x in inputs])
-                    for p, out in zip(chunk, outs, strict=True):
-                        collectors[p].update(out.numpy())
-                seen += 1
-                progress((done + seen / steps) / total)
+            # statistics of batch k are folded in on a second thread while the model runs batch k+1
+            # (numpy releases the GIL); one update task at a time keeps each collector sequential
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending: Future | None = None
+                for inputs in batches(calibration, input_names, batch, qconfig.calibration_batches):
+                    work = [(collectors[p], inputs[i]) for p, i in inputs_seen.items()]
+                    if vm is not None:
+                        outs = vm["main"](*[tvm.runtime.tensor(x) for x in inputs])
+                        work += [(collectors[p], out.numpy()) for p, out in zip(chunk, outs, strict=True)]
+                    if pending is not None:
+                        pending.result()
+                    pending = pool.submit(_update, work)
+                    seen += 1
+                    progress((done + seen / steps) / total)
+                if pending is not None:
+                    pending.result()
             result.batches, result.samples = seen, seen * batch
     names = labels(graph)
     for p, c in collectors.items():
