@@ -19,9 +19,13 @@ RUN if ls /src/*.whl >/dev/null 2>&1; then printf '[global]\nno-index = true\nfi
       >requirements.txt \
  && python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install -r requirements.txt
+
+# The project itself as a wheel, so that the final stage reuses the (large, rarely changing)
+# dependency venv layer and adds only this small one when the sources change.
+FROM builder AS project
 COPY worker/ /src/worker/
 COPY service/ /src/service/
-RUN /opt/venv/bin/pip install --no-deps .
+RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /dist .
 
 FROM ${BASE_IMAGE}
 # TVM's export_library runs "$CC -shared -fPIC -o model.so objects...": only the link step. binutils
@@ -38,6 +42,8 @@ RUN if ! command -v ld >/dev/null; then \
  && mkdir -p /var/lib/tvmq \
  && chown tvmq:tvmq /var/lib/tvmq
 COPY --from=builder /opt/venv /opt/venv
+COPY --from=project /dist/ /tmp/dist/
+RUN /opt/venv/bin/pip install --no-deps --no-index --no-cache-dir /tmp/dist/*.whl && rm -rf /tmp/dist
 ENV PATH=/opt/venv/bin:$PATH \
     CC=/usr/local/bin/tvmq-link \
     STORAGE_DIR=/var/lib/tvmq \
