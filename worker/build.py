@@ -78,3 +78,8 @@ def export(executable: relax.VMExecutable, path: Path) -> Path:
 
 def vm_of(executable: relax.VMExecutable) -> relax.VirtualMachine:
     return relax.VirtualMachine(executable, tvm.cpu())
+
+
+def load_vm(path: Path) -> relax.VirtualMachine:
+    """The artifact contract: load_module + VirtualMachine on the CPU."""
+    return relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())

@@ -110,12 +110,20 @@ def _split(
     )
 
 
-def _eval_batches(graph, calib, held, shapes, names, limit=16):
+def _eval_batches(
+    batch: int,
+    calib: dict[str, np.ndarray] | None,
+    held: dict[str, np.ndarray] | None,
+    shapes: dict[str, tuple[int, ...]],
+    names: list[str],
+    limit: int = 16,
+) -> list[list[np.ndarray]]:
+    """The report's evaluation inputs: held-out samples, else the calibration samples, else (no
+    data at all, global_scale) seeded standard-normal inputs."""
     from worker.quantize.calibrate import batches
 
-    batch = int(graph.params[0].ty.shape[0])
     data = held if held is not None else calib
-    if data is None:  # global_scale without data: seeded standard-normal inputs
+    if data is None:
         rng = np.random.default_rng(0)
         data = {n: rng.standard_normal((batch * 4, *shapes[n][1:])).astype(np.float32) for n in names}
     return list(batches(data, names, batch, limit))
@@ -137,7 +145,7 @@ def run_pipeline(
     from tvm import __version__ as tvm_version
 
     from worker import frontend
-    from worker.build import compile_module, export, make_target, resolve_target, vm_of
+    from worker.build import compile_module, export, load_vm, make_target, resolve_target
     from worker.quantize.annotate import annotate
     from worker.quantize.calibrate import calibrate
     from worker.quantize.conversions import check_fully_integral, split_conversions
@@ -197,9 +205,9 @@ def run_pipeline(
     float_artifact = export(compile_module(mod, target), out_dir / "float_model.so")
 
     stages.start("verify")
-    evals = _eval_batches(graph, calib_part, held_part, shapes, input_names)
-    float_vm = vm_of(tvm_load(float_artifact))
-    quant_vm = vm_of(tvm_load(artifact))
+    evals = _eval_batches(batch, calib_part, held_part, shapes, input_names)
+    float_vm = load_vm(float_artifact)
+    quant_vm = load_vm(artifact)
     accuracy = verify.accuracy(
         float_vm, quant_vm, evals, output_names, held_part is not None, graph, realizer, qconfig, target
     )
@@ -254,12 +262,6 @@ def run_pipeline(
 
     (out_dir / "report.html").write_text(render_report_html(data))
     return PipelineResult(artifact, report_path, script_path, data)
-
-
-def tvm_load(path: Path):
-    import tvm
-
-    return tvm.runtime.load_module(str(path))
 
 
 def _version() -> str:
