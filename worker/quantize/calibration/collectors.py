@@ -91,14 +91,13 @@ class MaxCollector:
         return self.max if self.max > 0.0 else ZERO_TENSOR_THRESHOLD
 
 
-class PercentileCollector:
-    """The given percentile of |x| over every element seen, read from a streaming histogram."""
+class _HistogramCollector:
+    """Collectors that read their threshold off a streaming |x| histogram (fixed-size state)."""
 
-    method = "percentile"
+    method = ""
 
-    def __init__(self, percentile: float) -> None:
-        self.percentile = percentile
-        self.histogram = AbsHistogram(PERCENTILE_BINS)
+    def __init__(self, bins: int) -> None:
+        self.histogram = AbsHistogram(bins)
         self.samples = 0
 
     def update(self, x: np.ndarray) -> None:
@@ -106,32 +105,40 @@ class PercentileCollector:
         self.samples += 1
 
     def threshold(self) -> float:
-        """The percentile, or the max when it falls among exact zeros (a mostly-zero tensor)."""
         _require_samples(self)
         if self.histogram.max == 0.0:
             return ZERO_TENSOR_THRESHOLD
+        return self._from_histogram()
+
+    def _from_histogram(self) -> float:
+        raise NotImplementedError
+
+
+class PercentileCollector(_HistogramCollector):
+    """The given percentile of |x| over every element seen, read from a streaming histogram."""
+
+    method = "percentile"
+
+    def __init__(self, percentile: float) -> None:
+        super().__init__(PERCENTILE_BINS)
+        self.percentile = percentile
+
+    def _from_histogram(self) -> float:
+        """The percentile, or the max when it falls among exact zeros (a mostly-zero tensor)."""
         value = self.histogram.percentile(self.percentile)
         return value if value > 0.0 else self.histogram.max
 
 
-class KLDivergenceCollector:
+class KLDivergenceCollector(_HistogramCollector):
     """Entropy calibration over the non-zero |x| (see `kl.py` for the divergence)."""
 
     method = "kl_divergence"
 
     def __init__(self, nbit: int) -> None:
         self.levels = 1 << (nbit - 1)
-        self.histogram = AbsHistogram(KL_BINS_PER_LEVEL * self.levels)
-        self.samples = 0
+        super().__init__(KL_BINS_PER_LEVEL * self.levels)
 
-    def update(self, x: np.ndarray) -> None:
-        self.histogram.add(x)
-        self.samples += 1
-
-    def threshold(self) -> float:
-        _require_samples(self)
-        if self.histogram.max == 0.0:
-            return ZERO_TENSOR_THRESHOLD
+    def _from_histogram(self) -> float:
         stop = best_stop(self.histogram.counts, self.levels)
         return min(stop * self.histogram.bin_width, self.histogram.max)
 
