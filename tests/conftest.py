@@ -62,5 +62,6 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc.terminate()
     proc.wait(10)
 
+
 # the `chromium` fixture for page tests (tests/chromium.py)
 from tests.chromium import chromium  # noqa: E402, F401

@@ -58,8 +58,11 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     except Exception as exc:  # a bug of ours: one line for the user, the traceback on request
         if os.environ.get("TVMQ_DEBUG"):
             raise
-        print(f"error[E_INTERNAL]: {type(exc).__name__}: {exc} (rerun with TVMQ_DEBUG=1 for the traceback "
-              "and please report it)", file=sys.stderr)
+        print(
+            f"error[E_INTERNAL]: {type(exc).__name__}: {exc} (rerun with TVMQ_DEBUG=1 for the traceback "
+            "and please report it)",
+            file=sys.stderr,
+        )
         return 3
     summary = result.report.get("summary", {})
     print(json.dumps({"artifact": str(result.artifact), "report": str(result.report_path), **summary}))
