@@ -97,6 +97,69 @@ def extreme_input(dtype: str, shape: tuple[int, ...], rng: np.random.Generator) 
     return x
 
 
+def fused(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """Legalized and fused like the build pipeline, before any schedule: what schedule_func sees."""
+    with target:
+        return tvm.transform.Sequential(
+            [
+                relax.transform.LegalizeOps(),
+                relax.transform.AnnotateTIROpPattern(),
+                relax.transform.FuseOps(),
+                relax.transform.FuseTIR(),
+            ]
+        )(mod)
+
+
 def run(ex: tvm.relax.VMExecutable, x: np.ndarray) -> np.ndarray:
     vm = relax.VirtualMachine(ex, tvm.cpu())
     return vm["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def depthwise_requant(
+    data_shape: tuple[int, int, int, int],
+    kernel: int,
+    stride: int,
+    pad: int,
+    rng: np.random.Generator,
+    pool: tuple[int, int, int] | None = None,
+) -> tvm.IRModule:
+    """Depthwise int8 conv + the realize step's int32 requantize (bound, rounding multiply, shift),
+    optionally followed by an int8 max_pool2d (kernel, stride, pad)."""
+    c = data_shape[1]
+    per_channel = (1, c, 1, 1)
+    w = rng.integers(-128, 128, size=(c, 1, kernel, kernel)).astype(np.int8)
+    w[0] = -128  # the most negative window meets a -128 input plane in the tests
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(data_shape, "int8"))
+
+    def const(values: np.ndarray) -> relax.Expr:
+        return relax.const(values.astype(np.int32).reshape(per_channel))
+
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(x, relax.const(w), stride, pad, groups=c, out_dtype="int32"))
+            y = bb.emit(relax.op.add(y, const(rng.integers(-5000, 5000, size=c))))
+            y = bb.emit(relax.op.nn.relu(y))
+            y = bb.emit(relax.op.minimum(y, const(rng.integers(1 << 14, 1 << 17, size=c))))
+            y = bb.emit(relax.op.right_shift(y, const(rng.integers(0, 3, size=c))))
+            y = bb.emit(relax.op.multiply(y, const(rng.integers(1 << 8, 1 << 14, size=c))))
+            y = bb.emit(relax.op.add(y, const(np.full(c, 1 << 15))))
+            y = bb.emit(relax.op.right_shift(y, const(np.full(c, 16))))
+            y = bb.emit(relax.op.astype(relax.op.clip(y, -127, 127), "int8"))
+            if pool is not None:
+                y = bb.emit(relax.op.nn.max_pool2d(y, pool[0], pool[1], pool[2]))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def max_pool(
+    data_shape: tuple[int, ...], kernel: int, stride: int, pad: int, dtype: str = "int8"
+) -> tvm.IRModule:
+    """A bare max_pool2d: its padding value (the dtype's minimum) must never win."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(data_shape, dtype))
+    with bb.function("main", [x]):
+        out = bb.emit(relax.op.nn.max_pool2d(x, kernel, stride, pad))
+        bb.emit_func_output(out)
+    return bb.get()

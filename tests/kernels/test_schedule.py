@@ -5,24 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
-from tvm import relax, s_tir, tirx
+from tvm import s_tir, tirx
 
 from tests.kernels import graphs
 from worker.kernels import schedule
 
 TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})
-
-
-def _fused(mod: tvm.IRModule) -> tvm.IRModule:
-    with TARGET:
-        return tvm.transform.Sequential(
-            [
-                relax.transform.LegalizeOps(),
-                relax.transform.AnnotateTIROpPattern(),
-                relax.transform.FuseOps(),
-                relax.transform.FuseTIR(),
-            ]
-        )(mod)
 
 
 def _reduction_loop_kinds(func: tirx.PrimFunc) -> list[set[int]]:
@@ -46,7 +34,7 @@ def _reduction_loop_kinds(func: tirx.PrimFunc) -> list[set[int]]:
     ids=["conv", "depthwise", "depthwise-int8-s2", "matmul"],
 )
 def test_reductions_are_parallel_and_vectorized(mod: tvm.IRModule) -> None:
-    fused = _fused(mod)
+    fused = graphs.fused(mod, TARGET)
     funcs = [f for f in fused.functions.values() if isinstance(f, tirx.PrimFunc)]
     scheduled = [k for f in funcs for k in _reduction_loop_kinds(schedule.schedule_func(f))]
     assert scheduled, "no reduction block found"

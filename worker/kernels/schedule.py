@@ -6,6 +6,12 @@ loop) or a *reduction* (conv2d in any layout or grouping, matmul, pooling, reduc
 accumulator tile of (block axis x vector axis) kept in a small buffer, reductions inside, parallel
 outer tiles). Any rule that the schedule primitives refuse leaves that block as TVM lowered it, so
 the result is always as correct as the default build.
+
+Before the rules, elementwise chains (bias, requantize, relu, casts) are inlined into their consumer
+and then into the reduction's accumulator write-back, so a fused op makes one pass over memory and
+its epilogue runs on the vector registers of the tile. Window reductions (depthwise conv, pooling:
+one input plane per output plane) are tiled per plane instead: parallel over planes, the padded
+plane built next to its use with a vectorized interior copy.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.schedule import LoopRV, SBlockRV
+
+from worker.kernels import depthwise
 
 VECTOR_FACTORS = (16, 8, 14, 7)  # 32-bit lanes: two or one AVX2 register per row; 14/7 for 28/14/7 maps
 BLOCK_FACTORS = (4, 3, 2)
@@ -72,6 +80,14 @@ def schedule_spatial(sch: s_tir.Schedule, block: SBlockRV, loops: list[LoopRV]) 
         _parallel(sch, loops[:-1] if len(loops) > 1 else loops)
 
 
+def _block_axis(sch: s_tir.Schedule, spatial: list[LoopRV], window: bool) -> int | None:
+    """The spatial loop tiled next to the vector axis: output rows for windows, else the longest."""
+    if window:
+        return len(spatial) - 2 if _extent(sch, spatial[-2]) > 1 else None
+    candidates = [i for i, lp in enumerate(spatial[:-1]) if _extent(sch, lp) > 1]
+    return max(candidates, key=lambda i: (_extent(sch, spatial[i]), i)) if candidates else None
+
+
 def schedule_reduction(sch: s_tir.Schedule, block: SBlockRV, loops: list[LoopRV]) -> None:
     """Register tile (block axis x vector axis) around all reductions; parallel over tiles."""
     kinds = _iter_kinds(sch, block)
@@ -79,11 +95,19 @@ def schedule_reduction(sch: s_tir.Schedule, block: SBlockRV, loops: list[LoopRV]
     reduce_ = [lp for lp, k in zip(loops, kinds, strict=True) if k == REDUCE]
     if len(spatial) + len(reduce_) != len(loops) or not spatial:
         raise ValueError("block with iterators other than spatial/reduce")
+    window = len(spatial) >= 3 and depthwise.is_window(sch.get(block), [_extent(sch, lp) for lp in reduce_])
+    pads = [p for p in sch.get_producers(block) if _has_branch(sch.get(p))] if window else []
+    phases = depthwise.split_column_phases(sch, block) if window else None
     vector = not _has_branch(sch.get(block))
-    v_factor = _largest_divisor(_extent(sch, spatial[-1]), VECTOR_FACTORS) if vector else 1
-    candidates = [i for i, lp in enumerate(spatial[:-1]) if _extent(sch, lp) > 1]
-    b_index = max(candidates, key=lambda i: (_extent(sch, spatial[i]), i)) if candidates else None
-    b_factor = _largest_divisor(_extent(sch, spatial[b_index]), BLOCK_FACTORS) if b_index is not None else 1
+    b_index = _block_axis(sch, spatial, window)
+    if window:
+        rows = _extent(sch, spatial[b_index]) if b_index is not None else 1
+        bits = tvm.runtime.DataType(str(sch.get(block).writes[0].source.dtype)).bits
+        b_factor, v_factor = depthwise.tile(rows, _extent(sch, spatial[-1]), bits, vector)
+    else:
+        v_factor = _largest_divisor(_extent(sch, spatial[-1]), VECTOR_FACTORS) if vector else 1
+        b_extent = _extent(sch, spatial[b_index]) if b_index is not None else 1
+        b_factor = _largest_divisor(b_extent, BLOCK_FACTORS)
 
     outer, tile = list(spatial[:-1]), []
     if b_index is not None and b_factor > 1:
@@ -99,11 +123,26 @@ def schedule_reduction(sch: s_tir.Schedule, block: SBlockRV, loops: list[LoopRV]
     sch.reorder(*outer, *reduce_, *tile)
     acc = sch.cache_write(block, 0, "global")
     sch.reverse_compute_at(acc, outer[-1])
-    _parallel(sch, outer)
+    _inline_consumers(sch, acc)
+    planes = outer[:-2] if window else outer
+    _parallel(sch, planes)
     for blk in (block, acc):  # before decompose_reduction: vectorize refuses an init-less update
         _finish_tile(sch, sch.get_loops(blk), v_factor, b_factor)
     init = sch.decompose_reduction(block, reduce_[0])
     _finish_tile(sch, sch.get_loops(init), v_factor, b_factor)
+    if phases is not None:  # first: the padding producer is then computed before its new consumer
+        depthwise.build_in_plane(sch, phases, sch.get_loops(block)[0])
+    for pad in pads:
+        depthwise.pad_per_plane(sch, pad, sch.get_loops(block)[0])
+
+
+def _inline_consumers(sch: s_tir.Schedule, acc: SBlockRV) -> None:
+    """Move the (already inlined) elementwise epilogue into the accumulator write-back."""
+    for consumer in sch.get_consumers(acc):
+        try:
+            sch.reverse_compute_inline(consumer)
+        except s_tir.ScheduleError:
+            return
 
 
 def _finish_tile(sch: s_tir.Schedule, loops: list[LoopRV], v_factor: int, b_factor: int) -> None:
@@ -117,10 +156,26 @@ def _finish_tile(sch: s_tir.Schedule, loops: list[LoopRV], v_factor: int, b_fact
         sch.unroll(serial[-1])
 
 
+def _inline_elementwise(sch: s_tir.Schedule, name: str) -> s_tir.Schedule:
+    """Fold a branch-free spatial block into its consumers (refused for outputs and reductions)."""
+    block = sch.get_sblock(name)
+    if REDUCE in _iter_kinds(sch, block) or _has_branch(sch.get(block)):
+        return sch
+    trial = sch.copy()
+    try:
+        trial.compute_inline(trial.get_sblock(name))
+    except s_tir.ScheduleError:
+        return sch
+    return trial
+
+
 def _apply(sch: s_tir.Schedule, name: str) -> s_tir.Schedule:
     """Schedule one block on a copy; the original schedule survives any refusal."""
     trial = sch.copy()
-    block = trial.get_sblock(name)
+    try:
+        block = trial.get_sblock(name)
+    except s_tir.ScheduleError:
+        return sch  # inlined into a reduction's write-back by an earlier rule
     loops = _own_loops(trial, block)
     if loops is None:
         return sch
@@ -144,6 +199,14 @@ def schedule_func(func: tirx.PrimFunc) -> tirx.PrimFunc:
     except s_tir.ScheduleError:
         return func
     names = [sch.get(b).name_hint for b in sch.get_child_blocks(root)]
+    for name in names:
+        sch = _inline_elementwise(sch, name)
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    # reductions first: a window reduction moves its padding producer under its own plane loop
+    names = sorted(
+        (sch.get(b).name_hint for b in blocks),
+        key=lambda n: REDUCE not in _iter_kinds(sch, sch.get_sblock(n)),
+    )
     for name in names:
         sch = _apply(sch, name)
     return sch.mod["main"].with_attr(SCHEDULED_ATTR, True)
