@@ -48,7 +48,8 @@ def run_api(host: str = "127.0.0.1", port: int = 8000) -> int:
     return 0
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for redis and tests)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -73,7 +74,7 @@ def _start_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
     if server is None:
         raise RuntimeError("redis-server is not installed: run scripts/setup, or set REDIS_URL")
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     # appendonly: jobs survive a restart of the stack, as the design promises.
     cmd = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--appendonly", "yes"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, start_new_session=True)

@@ -18,6 +18,7 @@ import tests.models as models
 from tests.chromium import run_chromium
 from tests.quantize.conftest import INTEGRAL, quantize
 from worker.report.schema import Report
+from worker.stack import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,7 +78,7 @@ def test_harmful_qconfig_shows_low_layer_sqnr(tmp_path):
 @pytest.mark.slow
 @pytest.mark.chromium
 def test_page_from_running_api_renders_in_chromium(chromium, tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env["STORAGE_DIR"] = str(tmp_path / "store")
     log = (tmp_path / "serve.log").open("w")
@@ -111,14 +112,6 @@ def test_page_from_running_api_renders_in_chromium(chromium, tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.wait(90)
         log.close()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_ready(base: str, proc: subprocess.Popen) -> None:

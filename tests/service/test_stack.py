@@ -14,15 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from worker.stack import free_port
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _listening(port: int) -> bool:
@@ -31,7 +27,7 @@ def _listening(port: int) -> bool:
 
 
 def test_serve_starts_and_stops_the_whole_stack(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env["STORAGE_DIR"] = str(tmp_path / "store")
     stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
