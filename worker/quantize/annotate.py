@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from tvm import relax
 
 from worker.qconfig import QConfig
-from worker.quantize.graph import Graph, Node, is_const, is_tensor
+from worker.quantize.graph import Graph, Node, is_const, is_tensor, tuple_fields
 from worker.quantize.ops import rule_for
 from worker.quantize.partition import Partition
 
@@ -32,10 +32,8 @@ def operands(graph: Graph, node: Node) -> list[relax.Expr]:
     """Non-constant tensor operands, with tuple operands (concat) flattened."""
     out: list[relax.Expr] = []
     for arg in node.call.args:
-        if isinstance(arg, relax.Tuple):
-            out.extend(f for f in arg.fields if not is_const(f))
-        elif (prod := graph.producer(arg)) is not None and isinstance(prod.value, relax.Tuple):
-            out.extend(f for f in prod.value.fields if not is_const(f))
+        if (fields := tuple_fields(graph, arg)) is not None:
+            out.extend(f for f in fields if not is_const(f))
         elif is_tensor(arg) and not is_const(arg):
             out.append(arg)
     return out

@@ -82,20 +82,23 @@ def split_conversions(mod: tvm.IRModule) -> tvm.IRModule:
                 if stage_of.get(v, -1) < s and v not in seen:
                     seen.append(v)
         needs.append(seen)
+    # what each stage returns: its values that later stages need, in first-use order
+    exports = [
+        list(dict.fromkeys(v for t in range(s + 1, 3) for v in needs[t] if stage_of.get(v, -1) == s))
+        for s in range(3)
+    ]
     names = ("quantize_inputs", "quantized_main", "dequantize_outputs")
     bb = relax.BlockBuilder()
     gvars = []
     for s, binds in enumerate(stages):
         params = [relax.Var(v.name, v.ty) for v in needs[s]]
         mapping = dict(zip(needs[s], params, strict=True))
-        later = [v for t in range(s + 1, 3) for v in needs[t] if stage_of.get(v, -1) == s]
-        exports = list(dict.fromkeys(later))
         with bb.function(names[s], params, private=False):
             with bb.dataflow():
                 for b in binds:
                     mapping[b.var] = bb.emit(_substitute(b.value, mapping), name_hint=b.var.name)
                 result = (
-                    _substitute(output, mapping) if s == 2 else relax.Tuple([mapping[v] for v in exports])
+                    _substitute(output, mapping) if s == 2 else relax.Tuple([mapping[v] for v in exports[s]])
                 )
                 gv = bb.emit_output(result)
             gvars.append(bb.emit_func_output(gv))
@@ -108,10 +111,7 @@ def split_conversions(mod: tvm.IRModule) -> tvm.IRModule:
                 if s == 2:
                     gv = bb.emit_output(call)
                     break
-                later = list(
-                    dict.fromkeys(v for t in range(s + 1, 3) for v in needs[t] if stage_of.get(v, -1) == s)
-                )
-                for i, v in enumerate(later):
+                for i, v in enumerate(exports[s]):
                     env[v] = bb.emit(relax.TupleGetItem(call, i))
         bb.emit_func_output(gv)
     return bb.get()

@@ -1,7 +1,7 @@
 """A read-only view of a Relax `main` as a list of nodes in graph order.
 
 The passes reason about one dataflow block of single-op bindings (what `from_onnx` + the
-prerequisite passes produce). This view gives them op names, constant operands and consumers
+prerequisite passes produce). This view gives them op names, constant operands and producers
 without each pass re-walking Relax's object model.
 """
 
@@ -34,13 +34,6 @@ class Node:
     def call(self) -> relax.Call:
         return self.value
 
-    @property
-    def tensor_args(self) -> list[relax.Expr]:
-        """Operands that are tensors (constants included), in order."""
-        if not isinstance(self.value, relax.Call):
-            return []
-        return [a for a in self.value.args if is_tensor(a)]
-
 
 @dataclass
 class Graph:
@@ -49,7 +42,6 @@ class Graph:
     nodes: list[Node]
     output: relax.Expr
     by_var: dict[relax.Var, Node] = field(default_factory=dict)
-    consumers: dict[relax.Var, list[Node]] = field(default_factory=lambda: defaultdict(list))
 
     def producer(self, expr: relax.Expr) -> Node | None:
         return self.by_var.get(expr) if isinstance(expr, relax.Var) else None
@@ -73,27 +65,11 @@ def is_tensor(expr: relax.Expr) -> bool:
     return isinstance(getattr(expr, "ty", None), relax.TensorType)
 
 
-def dtype_of(expr: relax.Expr) -> str:
-    return str(expr.ty.dtype)
-
-
 def shape_of(expr: relax.Expr) -> tuple[int, ...]:
     shape = expr.ty.shape
     if shape is None:
         raise InternalError(f"tensor {expr} has no static shape after shape fixing")
     return tuple(int(d) for d in shape)
-
-
-def _vars_in(expr: relax.Expr) -> list[relax.Var]:
-    if isinstance(expr, relax.Var):
-        return [expr]
-    if isinstance(expr, relax.Call):
-        return [v for a in expr.args for v in _vars_in(a)]
-    if isinstance(expr, relax.Tuple):
-        return [v for f in expr.fields for v in _vars_in(f)]
-    if isinstance(expr, relax.TupleGetItem):
-        return _vars_in(expr.tuple_value)
-    return []
 
 
 def build_graph(mod: tvm.IRModule) -> Graph:
@@ -108,23 +84,17 @@ def build_graph(mod: tvm.IRModule) -> Graph:
         node = Node(index=index, var=binding.var, value=binding.value, op=op_name(binding.value))
         graph.nodes.append(node)
         graph.by_var[binding.var] = node
-        for var in _vars_in(binding.value):
-            graph.consumers[var].append(node)
     return graph
 
 
-def output_vars(graph: Graph) -> list[relax.Expr]:
-    """The tensors `main` returns, in order (a tuple output is flattened one level)."""
-    out = graph.output
-    if (
-        isinstance(out, relax.Var)
-        and out in graph.by_var
-        and isinstance(graph.by_var[out].value, relax.Tuple)
-    ):
-        return list(graph.by_var[out].value.fields)
-    if isinstance(out, relax.Tuple):
-        return list(out.fields)
-    return [out]
+def tuple_fields(graph: Graph, expr: relax.Expr) -> list[relax.Expr] | None:
+    """The fields of a tuple operand, inline (`concat((a, b))`) or bound to a var; None otherwise."""
+    if isinstance(expr, relax.Tuple):
+        return list(expr.fields)
+    node = graph.producer(expr)
+    if node is not None and isinstance(node.value, relax.Tuple):
+        return list(node.value.fields)
+    return None
 
 
 def labels(graph: Graph) -> dict[relax.Expr, str]:

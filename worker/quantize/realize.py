@@ -19,7 +19,7 @@ from worker.errors import InternalError
 from worker.qconfig import QConfig
 from worker.quantize.annotate import Annotation, operands
 from worker.quantize.calibration import weight_threshold
-from worker.quantize.graph import Graph, Node, const_value
+from worker.quantize.graph import Graph, Node, const_value, tuple_fields
 from worker.quantize.ops import rule_for
 from worker.quantize.ops.base import Value
 from worker.quantize.qtensor import Emitter, QTensor, qmax, scale_for
@@ -46,7 +46,7 @@ class Realizer:
         self.em = Emitter(self.bb, qconfig.rounding, qconfig.round_for_shift)
         self.env: dict[relax.Expr, Value] = {}
         self._inputs: dict[relax.Expr, QTensor] = {}
-        self._floats: dict[int, relax.Expr] = {}
+        self._floats: dict[QTensor, relax.Expr] = {}
         #: quantized tensor of every realized op's output, for per-layer comparisons
         self.layers: dict[Node, QTensor] = {}
         self._reasons = reasons or {}
@@ -115,20 +115,17 @@ class Realizer:
         )
 
     def tuple_fields(self, expr: relax.Expr) -> list[relax.Expr]:
-        if isinstance(expr, relax.Tuple):
-            return list(expr.fields)
-        node = self.graph.producer(expr)
-        if node is not None and isinstance(node.value, relax.Tuple):
-            return list(node.value.fields)
-        raise InternalError(f"expected a tuple operand, got {expr}")
+        fields = tuple_fields(self.graph, expr)
+        if fields is None:
+            raise InternalError(f"expected a tuple operand, got {expr}")
+        return fields
 
     # -- float side -------------------------------------------------------------------------------
     def float_value(self, value: Value) -> relax.Expr:
-        if isinstance(value, QTensor):
-            key = id(value)
-            if key not in self._floats:
-                self._floats[key] = self.em.dequantize(value)
-            return self._floats[key]
+        if isinstance(value, QTensor):  # dequantized once, however many float consumers
+            if value not in self._floats:
+                self._floats[value] = self.em.dequantize(value)
+            return self._floats[value]
         if isinstance(value, list):
             return relax.Tuple([self.float_value(v) for v in value])
         return value
