@@ -13,14 +13,45 @@ from worker.errors import BuildError, QConfigError
 
 #: What a target without a CPU gets when this machine has AVX2: x86-64-v3 (AVX2 + FMA), so the
 #: AVX2 int8 kernels are used by default while the artifact still runs on any AVX2 CPU (not only on
-#: a CPU with this worker's AVX-512 or VNNI). Name an `mcpu` in the qconfig to choose otherwise.
+#: a CPU with this worker's AVX-512 or VNNI). Name an `mcpu` (or "native") to choose otherwise.
 PORTABLE_AVX2_CPU = "haswell"
+NATIVE = "native"
+
+
+def native_target(
+    spec: dict[str, Any], cpu: str | None = None, flags: frozenset[str] | None = None
+) -> dict[str, Any]:
+    """`mcpu: native` as the host CPU's LLVM name (LLVM's own "native" builds generic code here).
+
+    Features the name implies but the host does not report (a VM hiding AVX-512) are switched off
+    in `mattr`, so a native artifact never uses an instruction this machine cannot run. `cpu` and
+    `flags` default to this machine's; given, they describe another host.
+    """
+    from tvm.target import codegen
+
+    from worker.kernels import host
+
+    cpu = host.system_cpu() if cpu is None else cpu
+    flags = host.cpu_flags() if flags is None else flags
+    named = tvm.target.Target({"kind": "llvm", "mcpu": cpu})
+    implied = [f for f in host.LINUX_FLAGS if codegen.target_has_features(f, named)]
+    user = spec.get("mattr", [])
+    mattr = [
+        *(f"-{f}" for f in host.unreported(implied, flags)),
+        *([user] if isinstance(user, str) else user),
+    ]
+    return {**spec, "mcpu": cpu, **({"mattr": mattr} if mattr else {})}
 
 
 def resolve_target(spec: dict[str, Any]) -> dict[str, Any]:
-    """The target as built: `{"kind": "llvm"}` alone becomes the portable AVX2 CPU when the host has
-    AVX2 (TVM's plain llvm target is generic x86-64: no AVX2, so no fast int8)."""
-    if spec.get("kind") != "llvm" or any(k in spec for k in ("mcpu", "mattr", "mtriple")):
+    """The target as built: `mcpu: native` becomes this worker's CPU; `{"kind": "llvm"}` alone becomes
+    the portable AVX2 CPU when the host has AVX2 (TVM's plain llvm target is generic x86-64: no
+    AVX2, so no fast int8)."""
+    if spec.get("kind") != "llvm":
+        return spec
+    if spec.get("mcpu") == NATIVE:
+        return native_target(spec)
+    if any(k in spec for k in ("mcpu", "mattr", "mtriple")):
         return spec
     from tvm.target import codegen
 
@@ -28,6 +59,22 @@ def resolve_target(spec: dict[str, Any]) -> dict[str, Any]:
     if codegen.target_has_features("avx2", host) and codegen.target_has_features("fma", host):
         return {**spec, "mcpu": PORTABLE_AVX2_CPU}
     return spec
+
+
+def int8_isa(target: tvm.target.Target) -> str | None:
+    """The instruction set of the artifact's packed int8 kernels (None: TVM's default lowering)."""
+    from worker.kernels import isa
+
+    chosen = isa.select(target)
+    return None if chosen is None else chosen.name
+
+
+def faster_native_isa(target: tvm.target.Target) -> str | None:
+    """What a `native` build would use instead, when this worker's CPU has a faster int8 ISA."""
+    from worker.kernels import isa
+
+    native = isa.select(tvm.target.Target(native_target({"kind": "llvm"})))
+    return native.name if isa.faster(native, isa.select(target)) else None
 
 
 def make_target(spec: dict[str, Any]) -> tvm.target.Target:
@@ -48,7 +95,7 @@ def make_target(spec: dict[str, Any]) -> tvm.target.Target:
 
 
 def compile_module(mod: tvm.IRModule, target: tvm.target.Target) -> relax.VMExecutable:
-    """Our CPU pipeline (worker.kernels: schedules + AVX2 int8 kernels) for every build.
+    """Our CPU pipeline (worker.kernels: schedules + packed int8 kernels) for every build.
 
     If our pipeline fails on a module, TVM's default pipeline builds it instead (slower, same
     results) and a warning says so: a schedule bug must not cost the user the artifact.

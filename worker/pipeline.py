@@ -145,7 +145,15 @@ def run_pipeline(
     from tvm import __version__ as tvm_version
 
     from worker import frontend
-    from worker.build import compile_module, export, load_vm, make_target, resolve_target
+    from worker.build import (
+        compile_module,
+        export,
+        faster_native_isa,
+        int8_isa,
+        load_vm,
+        make_target,
+        resolve_target,
+    )
     from worker.quantize.annotate import annotate
     from worker.quantize.calibrate import calibrate
     from worker.quantize.conversions import check_fully_integral, split_conversions
@@ -241,6 +249,8 @@ def run_pipeline(
         qconfig=qconfig.model_dump(mode="json"),
         tvm_version=str(tvm_version),
         target=target_spec,
+        isa=int8_isa(target),
+        native_isa=faster_native_isa(target),
         stage_seconds=stages.seconds,
         created_at=datetime.now(UTC),
         tvmq_version=_version(),

@@ -15,6 +15,9 @@ from worker.errors import QConfigError
 
 IntDType = Literal["int8", "int16", "int32"]
 
+#: The target that builds for the worker's own CPU (resolved to its LLVM name by worker.build).
+NATIVE_TARGET = "native"
+
 #: Relax op names (without the "relax." prefix) that `exclude_ops` / `debug_enabled_ops` may name.
 #: Kept here, TVM-free, so the service validates a qconfig without importing the op registry;
 #: tests check it equals the registry's keys.
@@ -87,7 +90,8 @@ class QConfig(BaseModel):
     )
     partition_conversions: Literal["disabled", "enabled", "fully_integral"] = "disabled"
     target: str | dict[str, Any] = Field(
-        "llvm", description='TVM target: "llvm", "llvm -mcpu=znver3" or {"kind": "llvm", ...}'
+        "llvm",
+        description='TVM target: "llvm", "native" (the worker\'s CPU), "llvm -mcpu=znver3" or a dict',
     )
     bench_runs: int = Field(20, ge=1, le=10000, description="timed runs per build in the report")
 
@@ -126,6 +130,8 @@ class QConfig(BaseModel):
     @field_validator("target")
     @classmethod
     def _target(cls, v: str | dict[str, Any]) -> str | dict[str, Any]:
+        if v == NATIVE_TARGET:
+            return v
         kind = v.get("kind") if isinstance(v, dict) else v.split()[0] if v.strip() else ""
         if kind != "llvm":
             raise ValueError(f"only CPU (llvm) targets are built by this service, got kind {kind!r}")
@@ -150,6 +156,8 @@ class QConfig(BaseModel):
         """The target in TVM 0.27's dict form; the legacy "llvm -mcpu=x -opt=y" string is translated."""
         if isinstance(self.target, dict):
             return dict(self.target)
+        if self.target == NATIVE_TARGET:
+            return {"kind": "llvm", "mcpu": "native"}
         kind, *flags = self.target.split()
         out: dict[str, Any] = {"kind": kind}
         for flag in flags:

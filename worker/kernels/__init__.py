@@ -1,9 +1,10 @@
 """Fast CPU builds: `compile_module` is a drop-in for `tvm.compile(mod, target)`.
 
 The Relax pipeline is TVM's cpu_generic one with two additions: before legalization, int8
-conv2d/matmul with constant weights become calls to packed AVX2 kernels (when the target has
-AVX2); after FuseTIR, every PrimFunc gets our generic CPU schedule (tiling, vectorization,
-parallel loops). Everything else is TVM's default lowering.
+conv2d/matmul with constant weights become calls to packed kernels on the fastest int8
+instruction set the target has (worker/kernels/isa.py: AVX-512 VNNI, AVX-VNNI, AVX-512BW, AVX2);
+after FuseTIR, every PrimFunc gets our generic CPU schedule (tiling, vectorization, parallel
+loops). Everything else is TVM's default lowering.
 """
 
 from __future__ import annotations
@@ -11,22 +12,18 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
-from tvm.target import codegen
 
+from worker.kernels import isa
 from worker.kernels.rewrite import rewrite_int8_packed
 from worker.kernels.schedule import schedule_cpu
 
-__all__ = ["compile_module", "has_avx2", "relax_pipeline"]
-
-
-def has_avx2(target: tvm.target.Target) -> bool:
-    """The int8 kernels need AVX2 in the target (an `mcpu` such as znver3/haswell, or `+avx2`)."""
-    return target.kind.name == "llvm" and bool(codegen.target_has_features("avx2", target))
+__all__ = ["compile_module", "relax_pipeline"]
 
 
 def relax_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
     """cpu_generic's passes with our int8 rewrite and CPU schedules inserted."""
-    front = [rewrite_int8_packed] if has_avx2(target) else []
+    chosen = isa.select(target)
+    front = [rewrite_int8_packed(chosen)] if chosen is not None else []
 
     @tvm.transform.module_pass(opt_level=0, name="tvmq.CPUPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:

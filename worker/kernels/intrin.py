@@ -1,98 +1,105 @@
-"""AVX2 int8/int16 dot-product tensor intrinsics for TIR tensorization.
+"""Dot-product tensor intrinsics for TIR tensorization, generated for any ISA entry (worker/kernels/isa.py).
 
-TVM 0.27 ships x86 int8 intrinsics only for VNNI/AVX-512; on AVX2 the int8 dot product is
-`vpmaddubsw` (u8 x s8 pairs -> saturating s16) followed by `vpmaddwd` against ones (s16 pairs ->
-s32). The s16 saturation makes that exact only when every weight pair has |w0| + |w1| <= 128
-(255 * 128 < 32767); `WEIGHT_PAIR_LIMIT` names that bound and the kernel builder checks it on the
-constant weights. Otherwise the exact int16 path (`vpmaddwd` on sign-extended operands, same MAC
-rate per port) is used.
+Every intrinsic computes C[i] += sum_k A[k] * B[i, k] for `lanes` int32 output lanes and
+`k_lanes` reduction values per lane, with A's k_lanes values (one 32-bit word) broadcast to all
+lanes. The description is the same scalar loop nest for every ISA, so `tensorize` checks each
+kernel against one shape; the implementation loads A as one int32, broadcasts it, and hands the
+accumulator, the broadcast and one vector of B to the ISA's *call shape*, one of:
 
-Both intrinsics compute C[i] += sum_k A[k] * B[i, k] for 8 output lanes, A broadcast to all lanes.
+- `madd_pairs`: vpmaddubsw (u8 x s8 pairs -> saturating s16) then vpmaddwd against ones (s16
+  pairs -> s32), added to the accumulator: exact only while no pair sum saturates;
+- `madd_words`: vpmaddwd on int16 operands (exact for any int8 value), added to the accumulator;
+- `dot_quads`: vpdpbusd (u8 x s8 quads accumulated straight into s32, exact).
+
+The LLVM intrinsics are called through `T.call_llvm_pure_intrin` with the operand types of the
+wheel's LLVM (22): vpdpbusd takes (<N x i32> acc, <4N x i8> a, <4N x i8> b); LLVM 22 rejects
+the older i32-vector operands ("Call parameter type does not match function signature"), which is
+why TVM's own `dot_16x4_vnni` does not build with this wheel.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
+from tvm.tirx import Expr, PrimFunc
 
-LANES = 8
-U8S8_K = 4  # int8 values per int32 lane
-S16_K = 2  # int16 values per int32 lane
-WEIGHT_PAIR_LIMIT = 128
+if TYPE_CHECKING:
+    from worker.kernels.isa import ISA, DotProduct
 
-U8S8_INTRIN = "tvmq_avx2_dot_8x4_u8s8s32"
-S16_INTRIN = "tvmq_avx2_dot_8x2_s16s16s32"
-
-
-@T.prim_func(s_tir=True)
-def _u8s8_desc(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((8, 4), "int8", offset_factor=1),
-    C: T.Buffer((8,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-        T.writes(C[0:8])
-        for i in T.serial(0, 8):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+#: (LLVM intrinsic names, lanes, accumulator, broadcast A, B) -> the new accumulator vector.
+Call = Callable[[tuple[str, ...], int, Expr, Expr, Expr], Expr]
 
 
-@T.prim_func(s_tir=True)
-def _u8s8_impl(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((8, 4), "int8", offset_factor=1),
-    C: T.Buffer((8,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-        T.writes(C[0:8])
-        a_i32 = T.reinterpret("int32", A.vload([0], "uint8x4"))
-        a_u8x32 = T.reinterpret("uint8x32", T.Broadcast(a_i32, 8))
-        pairs = T.call_llvm_pure_intrin(
-            "int16x16", "llvm.x86.avx2.pmadd.ub.sw", a_u8x32, B.vload([0, 0], "int8x32")
-        )
-        C[T.ramp(0, 1, 8)] = C[T.ramp(0, 1, 8)] + T.call_llvm_pure_intrin(
-            "int32x8", "llvm.x86.avx2.pmadd.wd", pairs, T.Broadcast(T.int16(1), 16)
-        )
+def madd_pairs(llvm: tuple[str, ...], lanes: int, acc: Expr, a: Expr, b: Expr) -> Expr:
+    maddubs, maddwd = llvm
+    pairs = T.call_llvm_pure_intrin(f"int16x{2 * lanes}", maddubs, a, b)
+    ones = T.Broadcast(T.int16(1), 2 * lanes)
+    return acc + T.call_llvm_pure_intrin(f"int32x{lanes}", maddwd, pairs, ones)
 
 
-@T.prim_func(s_tir=True)
-def _s16_desc(
-    A: T.Buffer((2,), "int16", offset_factor=1),
-    B: T.Buffer((8, 2), "int16", offset_factor=1),
-    C: T.Buffer((8,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:2], B[0:8, 0:2])
-        T.writes(C[0:8])
-        for i in T.serial(0, 8):
-            for k in T.serial(0, 2):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+def madd_words(llvm: tuple[str, ...], lanes: int, acc: Expr, a: Expr, b: Expr) -> Expr:
+    (maddwd,) = llvm
+    return acc + T.call_llvm_pure_intrin(f"int32x{lanes}", maddwd, a, b)
 
 
-@T.prim_func(s_tir=True)
-def _s16_impl(
-    A: T.Buffer((2,), "int16", offset_factor=1),
-    B: T.Buffer((8, 2), "int16", offset_factor=1),
-    C: T.Buffer((8,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:2], B[0:8, 0:2])
-        T.writes(C[0:8])
-        a_i32 = T.reinterpret("int32", A.vload([0], "int16x2"))
-        a_s16x16 = T.reinterpret("int16x16", T.Broadcast(a_i32, 8))
-        C[T.ramp(0, 1, 8)] = C[T.ramp(0, 1, 8)] + T.call_llvm_pure_intrin(
-            "int32x8", "llvm.x86.avx2.pmadd.wd", a_s16x16, B.vload([0, 0], "int16x16")
-        )
+def dot_quads(llvm: tuple[str, ...], lanes: int, acc: Expr, a: Expr, b: Expr) -> Expr:
+    (dpbusd,) = llvm
+    return T.call_llvm_pure_intrin(f"int32x{lanes}", dpbusd, acc, a, b)
 
 
-def register() -> None:
-    """Register both intrinsics once per process (TensorIntrin.register refuses duplicates)."""
-    for name, desc, impl in ((U8S8_INTRIN, _u8s8_desc, _u8s8_impl), (S16_INTRIN, _s16_desc, _s16_impl)):
+def describe(lanes: int, dot: DotProduct) -> PrimFunc:
+    """The scalar loop nest the kernels' inner block must match."""
+    k, data, weight = dot.k_lanes, dot.data_dtype, dot.weight_dtype
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((k,), data, offset_factor=1),
+        B: T.Buffer((lanes, k), weight, offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:k], B[0:lanes, 0:k])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
+                for j in T.serial(0, k):
+                    with T.sblock("update"):
+                        vi, vj = T.axis.remap("SR", [i, j])
+                        C[vi] = C[vi] + T.cast(A[vj], "int32") * T.cast(B[vi, vj], "int32")
+
+    return desc
+
+
+def implement(lanes: int, dot: DotProduct) -> PrimFunc:
+    """One broadcast of A's 32-bit word, one vector load of B, the ISA's call shape."""
+    k, data, weight, call, llvm = dot.k_lanes, dot.data_dtype, dot.weight_dtype, dot.call, dot.llvm
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((k,), data, offset_factor=1),
+        B: T.Buffer((lanes, k), weight, offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:k], B[0:lanes, 0:k])
+            T.writes(C[0:lanes])
+            word = T.reinterpret("int32", A.vload([0], f"{data}x{k}"))
+            C[T.ramp(0, 1, lanes)] = call(
+                llvm,
+                lanes,
+                C.vload([0], f"int32x{lanes}"),
+                T.reinterpret(f"{data}x{lanes * k}", T.Broadcast(word, lanes)),
+                B.vload([0, 0], f"{weight}x{lanes * k}"),
+            )
+
+    return impl
+
+
+def register(isa: ISA) -> None:
+    """Register the ISA's intrinsics once per process (TensorIntrin.register refuses duplicates)."""
+    for dot in isa.dots:
+        name = isa.intrinsic(dot)
         if TensorIntrin.get(name, allow_missing=True) is None:
-            TensorIntrin.register(name, desc, impl)
+            TensorIntrin.register(name, describe(isa.lanes, dot), implement(isa.lanes, dot))

@@ -1,11 +1,13 @@
-"""Int8 conv2d and matmul kernels on the AVX2 dot-product intrinsics, with weights packed at compile time.
+"""Int8 conv2d and matmul kernels on an ISA's dot-product intrinsics, with weights packed at compile time.
 
 Both ops are computed as an implicit GEMM: activations are re-laid so that the reduction values of
 one output pixel are contiguous (NHWC with channels innermost, in groups of `k_lanes`), weights are
-packed into [out_block][...][k_group][8 out lanes][k_lanes] so one 32-byte load feeds one
-intrinsic call, and an 8-lane int32 accumulator tile is kept in registers. In the u8s8 mode the
-activations are shifted by +128 to uint8 and the shift is undone by a per-channel constant
-(128 * sum of the channel's weights); padding is applied before the shift so the constant is exact.
+packed into [out_block][...][k_group][lanes][k_lanes] so one vector load feeds one intrinsic call,
+and a tile of `lanes`-wide int32 accumulators is kept in registers. The layout and the loop nest
+are the same for every ISA (worker/kernels/isa.py); only lanes, k_lanes, the operand dtypes, the
+register budget and the tensorized intrinsic differ. For uint8 operands the activations are
+shifted by +128 and the shift is undone by a per-channel constant (128 * sum of the channel's
+weights); padding is applied before the shift so the constant is exact.
 """
 
 from __future__ import annotations
@@ -16,25 +18,7 @@ import numpy as np
 import tvm
 from tvm import te
 
-from worker.kernels import intrin
-
-SHIFT = 128
-MAX_ACCUMULATORS = 12  # 16 ymm registers minus weights, the broadcast and a temporary
-
-
-@dataclass(frozen=True)
-class Mode:
-    """How int8 operands meet the hardware: one intrinsic and the dtypes it consumes."""
-
-    name: str
-    k_lanes: int
-    data_dtype: str
-    weight_dtype: str
-    intrinsic: str
-
-
-U8S8 = Mode("u8s8", intrin.U8S8_K, "uint8", "int8", intrin.U8S8_INTRIN)
-S16 = Mode("s16", intrin.S16_K, "int16", "int16", intrin.S16_INTRIN)
+from worker.kernels.isa import ISA, DotProduct
 
 
 @dataclass
@@ -43,56 +27,50 @@ class Kernel:
 
     func: tvm.tirx.PrimFunc
     constants: list[np.ndarray]
-    mode: Mode
+    isa: ISA
+    dot: DotProduct
 
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _choose_mode(packed_u8: np.ndarray) -> Mode:
-    """u8s8 only when no saturating pair exists: |w0| + |w1| <= 128 for every vpmaddubsw pair."""
-    pairs = np.abs(packed_u8.astype(np.int32)).reshape(-1, 2).sum(axis=1)
-    return U8S8 if int(pairs.max(initial=0)) <= intrin.WEIGHT_PAIR_LIMIT else S16
-
-
-def _pack(weight_ock: np.ndarray, mode: Mode) -> tuple[np.ndarray, np.ndarray]:
-    """(O, ..., K) int8 weights -> (OB, ..., KG, 8, k_lanes) in the mode's dtype, plus the correction."""
+def _pack(weight_ock: np.ndarray, lanes: int, dot: DotProduct) -> tuple[np.ndarray, np.ndarray]:
+    """(O, ..., K) int8 weights -> (OB, ..., KG, lanes, k_lanes) in the dot's dtype, plus the correction."""
     o, k = weight_ock.shape[0], weight_ock.shape[-1]
-    ob, kg = _ceil_div(o, intrin.LANES), _ceil_div(k, mode.k_lanes)
-    padded = np.zeros((ob * intrin.LANES, *weight_ock.shape[1:-1], kg * mode.k_lanes), np.int32)
+    ob, kg = _ceil_div(o, lanes), _ceil_div(k, dot.k_lanes)
+    padded = np.zeros((ob * lanes, *weight_ock.shape[1:-1], kg * dot.k_lanes), np.int32)
     padded[:o, ..., :k] = weight_ock
     mid = weight_ock.shape[1:-1]
-    blocks = padded.reshape(ob, intrin.LANES, *mid, kg, mode.k_lanes)
+    blocks = padded.reshape(ob, lanes, *mid, kg, dot.k_lanes)
     order = (0, *range(2, 2 + len(mid)), 2 + len(mid), 1, 3 + len(mid))
-    packed = np.ascontiguousarray(blocks.transpose(order)).astype(mode.weight_dtype)
-    shift = SHIFT if mode is U8S8 else 0
-    correction = (shift * weight_ock.reshape(o, -1).astype(np.int64).sum(axis=1)).astype(np.int32)
+    packed = np.ascontiguousarray(blocks.transpose(order)).astype(dot.weight_dtype)
+    correction = (dot.shift * weight_ock.reshape(o, -1).astype(np.int64).sum(axis=1)).astype(np.int32)
     return packed, correction
 
 
-def pack_weights(weight_ock: np.ndarray) -> tuple[np.ndarray, np.ndarray, Mode]:
-    """Pack for u8s8 when exact, else for the int16 path."""
-    packed, correction = _pack(weight_ock, U8S8)
-    mode = _choose_mode(packed)
-    if mode is S16:
-        packed, correction = _pack(weight_ock, S16)
-    return packed, correction, mode
+def pack_weights(weight_ock: np.ndarray, isa: ISA) -> tuple[np.ndarray, np.ndarray, DotProduct]:
+    """Pack for the ISA's fastest dot product that is exact on these weights."""
+    for dot in isa.dots:
+        packed, correction = _pack(weight_ock, isa.lanes, dot)
+        if dot.exact_for(packed):
+            return packed, correction, dot
+    raise ValueError(f"ISA {isa.name} has no dot product exact for every int8 weight")
 
 
-def _to_mode(value: te.Tensor, mode: Mode) -> tvm.tirx.PrimExpr:
-    if mode is U8S8:
-        return (value.astype("int32") + SHIFT).astype("uint8")
-    return value.astype("int16")
+def _to_operand(value: te.Tensor, dot: DotProduct) -> tvm.tirx.Expr:
+    if dot.shift:
+        return (value.astype("int32") + dot.shift).astype(dot.data_dtype)
+    return value.astype(dot.data_dtype)
 
 
-def _register_tile(pixels: int, out_blocks: int) -> tuple[int, int]:
-    """Largest (out_block_tile, pixel_tile) dividing the extents with at most MAX_ACCUMULATORS tiles."""
+def _register_tile(pixels: int, out_blocks: int, accumulators: int) -> tuple[int, int]:
+    """Largest (out_block_tile, pixel_tile) dividing the extents with at most `accumulators` tiles."""
     best = (1, 1)
     for ob in (4, 3, 2, 1):
         if out_blocks % ob:
             continue
-        for px in range(min(pixels, MAX_ACCUMULATORS // ob), 0, -1):
+        for px in range(min(pixels, accumulators // ob), 0, -1):
             if pixels % px == 0:
                 if ob * px > best[0] * best[1]:
                     best = (ob, px)
@@ -102,7 +80,7 @@ def _register_tile(pixels: int, out_blocks: int) -> tuple[int, int]:
 
 def _schedule_dot(
     sch: tvm.s_tir.Schedule,
-    mode: Mode,
+    intrinsic: str,
     parallel_outer: int,
     ob_index: int,
     pixel_index: int,
@@ -131,7 +109,7 @@ def _schedule_dot(
     sch.reverse_compute_at(acc, outer[-1])
     sch.parallel(sch.fuse(*outer[:parallel_outer]))
     init = sch.decompose_reduction(block, reduce_[0])
-    sch.tensorize(lane, mode.intrinsic)
+    sch.tensorize(lane, intrinsic)
     sch.unroll(ob_i)
     sch.unroll(px_i)
     init_loops = sch.get_loops(init)
@@ -156,6 +134,7 @@ def conv2d_nchw(
     strides: tuple[int, int],
     padding: tuple[int, int, int, int],
     dilation: tuple[int, int],
+    isa: ISA,
 ) -> Kernel:
     """int8 NCHW x OIHW -> int32 NCHW conv2d (groups=1)."""
     n, c, h, w = data_shape
@@ -165,26 +144,26 @@ def conv2d_nchw(
     dh, dw = dilation
     oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
     ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
-    packed, correction, mode = pack_weights(weight_oihw.transpose(0, 2, 3, 1))  # O, KH, KW, C
+    packed, correction, dot_product = pack_weights(weight_oihw.transpose(0, 2, 3, 1), isa)  # O, KH, KW, C
     ob, kg = packed.shape[0], packed.shape[3]
-    cp = kg * mode.k_lanes
+    cp = kg * dot_product.k_lanes
 
     data = te.placeholder((n, c, h, w), "int8", name="data")
-    wpk = te.placeholder(packed.shape, mode.weight_dtype, name="weight_packed")
+    wpk = te.placeholder(packed.shape, dot_product.weight_dtype, name="weight_packed")
     corr = te.placeholder((o,), "int32", name="correction")
 
     def prepare(b, y, x, ch):
         inside = tvm.tirx.all(y >= pt, y < h + pt, x >= pl, x < w + pl, ch < c)
         value = tvm.tirx.if_then_else(inside, data[b, ch, y - pt, x - pl], tvm.tirx.const(0, "int8"))
-        return _to_mode(value, mode)
+        return _to_operand(value, dot_product)
 
     prep = te.compute((n, h + pt + pb, w + pl + pr, cp), prepare, name="prepare")
     ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
-    rg, rl = te.reduce_axis((0, kg), "rg"), te.reduce_axis((0, mode.k_lanes), "rl")
+    rg, rl = te.reduce_axis((0, kg), "rg"), te.reduce_axis((0, dot_product.k_lanes), "rl")
     dot = te.compute(
-        (n, ob, oh, ow, intrin.LANES),
+        (n, ob, oh, ow, isa.lanes),
         lambda b, q, y, x, lane: te.sum(
-            prep[b, y * sh + ry * dh, x * sw + rx * dw, rg * mode.k_lanes + rl].astype("int32")
+            prep[b, y * sh + ry * dh, x * sw + rx * dw, rg * dot_product.k_lanes + rl].astype("int32")
             * wpk[q, ry, rx, rg, lane, rl].astype("int32"),
             axis=[ry, rx, rg, rl],
         ),
@@ -192,47 +171,50 @@ def conv2d_nchw(
     )
     out = te.compute(
         (n, o, oh, ow),
-        lambda b, ch, y, x: dot[b, ch // intrin.LANES, y, x, ch % intrin.LANES] - corr[ch],
+        lambda b, ch, y, x: dot[b, ch // isa.lanes, y, x, ch % isa.lanes] - corr[ch],
         name="out",
     )
     sch = tvm.s_tir.Schedule(te.create_prim_func([data, wpk, corr, out]))
     _schedule_prepare(sch, 2)
-    _schedule_dot(sch, mode, 3, ob_index=1, pixel_index=3, tiles=_register_tile(ow, ob))
+    tiles = _register_tile(ow, ob, isa.accumulators)
+    _schedule_dot(sch, isa.intrinsic(dot_product), 3, ob_index=1, pixel_index=3, tiles=tiles)
     out_loops = sch.get_loops(sch.get_sblock("out"))
     sch.parallel(sch.fuse(*out_loops[:2]))
-    return Kernel(_finish(sch.mod["main"]), [packed, correction], mode)
+    return Kernel(_finish(sch.mod["main"]), [packed, correction], isa, dot_product)
 
 
-def matmul(a_shape: tuple[int, int], weight_kn: np.ndarray) -> Kernel:
+def matmul(a_shape: tuple[int, int], weight_kn: np.ndarray, isa: ISA) -> Kernel:
     """int8 (M, K) x constant int8 (K, N) -> int32 (M, N)."""
     m, k = a_shape
     _, nn = weight_kn.shape
-    packed, correction, mode = pack_weights(np.ascontiguousarray(weight_kn.T))  # N, K
+    packed, correction, dot_product = pack_weights(np.ascontiguousarray(weight_kn.T), isa)  # N, K
     nb, kg = packed.shape[0], packed.shape[1]
-    kp = kg * mode.k_lanes
+    kp = kg * dot_product.k_lanes
 
     a = te.placeholder((m, k), "int8", name="a")
-    wpk = te.placeholder(packed.shape, mode.weight_dtype, name="weight_packed")
+    wpk = te.placeholder(packed.shape, dot_product.weight_dtype, name="weight_packed")
     corr = te.placeholder((nn,), "int32", name="correction")
     prep = te.compute(
         (m, kp),
-        lambda i, j: _to_mode(tvm.tirx.if_then_else(j < k, a[i, j], tvm.tirx.const(0, "int8")), mode),
+        lambda i, j: _to_operand(
+            tvm.tirx.if_then_else(j < k, a[i, j], tvm.tirx.const(0, "int8")), dot_product
+        ),
         name="prepare",
     )
-    rg, rl = te.reduce_axis((0, kg), "rg"), te.reduce_axis((0, mode.k_lanes), "rl")
+    rg, rl = te.reduce_axis((0, kg), "rg"), te.reduce_axis((0, dot_product.k_lanes), "rl")
     dot = te.compute(
-        (m, nb, intrin.LANES),
+        (m, nb, isa.lanes),
         lambda i, q, lane: te.sum(
-            prep[i, rg * mode.k_lanes + rl].astype("int32") * wpk[q, rg, lane, rl].astype("int32"),
+            prep[i, rg * dot_product.k_lanes + rl].astype("int32") * wpk[q, rg, lane, rl].astype("int32"),
             axis=[rg, rl],
         ),
         name="dot",
     )
-    out = te.compute((m, nn), lambda i, j: dot[i, j // intrin.LANES, j % intrin.LANES] - corr[j], name="out")
+    out = te.compute((m, nn), lambda i, j: dot[i, j // isa.lanes, j % isa.lanes] - corr[j], name="out")
     sch = tvm.s_tir.Schedule(te.create_prim_func([a, wpk, corr, out]))
     _schedule_prepare(sch, 1)
-    ob_tile, m_tile = _register_tile(m, nb)
-    _schedule_dot(sch, mode, 2, ob_index=1, pixel_index=0, tiles=(ob_tile, m_tile))
+    ob_tile, m_tile = _register_tile(m, nb, isa.accumulators)
+    _schedule_dot(sch, isa.intrinsic(dot_product), 2, ob_index=1, pixel_index=0, tiles=(ob_tile, m_tile))
     out_loops = sch.get_loops(sch.get_sblock("out"))
     sch.parallel(out_loops[0])
-    return Kernel(_finish(sch.mod["main"]), [packed, correction], mode)
+    return Kernel(_finish(sch.mod["main"]), [packed, correction], isa, dot_product)

@@ -1,4 +1,4 @@
-"""Relax rewrite: int8 conv2d / matmul with constant weights -> call_tir to the packed AVX2 kernels.
+"""Relax rewrite: int8 conv2d / matmul with constant weights -> call_tir to the packed int8 kernels.
 
 Runs before legalization, on the plain Relax ops the quantizer's realize step emits. Only calls
 whose every property the kernels support are rewritten (static shapes, int8 operands, int32
@@ -12,6 +12,7 @@ import tvm
 from tvm import relax
 
 from worker.kernels import intrin, packed
+from worker.kernels.isa import ISA
 
 _CONV2D = tvm.ir.Op.get("relax.nn.conv2d")
 _MATMUL = tvm.ir.Op.get("relax.matmul")
@@ -41,12 +42,13 @@ def _ints(values: object) -> tuple[int, ...]:
 
 @relax.expr_functor.mutator
 class _PackedRewriter(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule) -> None:
+    def __init__(self, mod: tvm.IRModule, isa: ISA) -> None:
         super().__init__(mod)
+        self.isa = isa
         self.count = 0
 
     def _emit_kernel(self, kernel: packed.Kernel, data: relax.Expr, out_shape: tuple[int, ...]) -> relax.Expr:
-        name = f"tvmq_{kernel.mode.name}_kernel_{self.count}"
+        name = f"tvmq_{kernel.isa.name}_{kernel.dot.name}_kernel_{self.count}"
         self.count += 1
         func = kernel.func.with_attr("op_pattern", _OPAQUE).with_attr("global_symbol", name)
         gvar = self.builder_.add_func(func, name)
@@ -68,7 +70,7 @@ class _PackedRewriter(relax.PyExprMutator):
             return None
         pad = _ints(attrs.padding)
         pad = pad * 2 if len(pad) == 2 else pad
-        kernel = packed.conv2d_nchw(shape, w, _ints(attrs.strides), pad, _ints(attrs.dilation))
+        kernel = packed.conv2d_nchw(shape, w, _ints(attrs.strides), pad, _ints(attrs.dilation), self.isa)
         out_shape = _static_shape(call)
         return None if out_shape is None else self._emit_kernel(kernel, data, out_shape)
 
@@ -82,7 +84,7 @@ class _PackedRewriter(relax.PyExprMutator):
             return None
         rows = int(np.prod(shape[:-1]))
         flat = a if len(shape) == 2 else self.builder_.emit(relax.op.reshape(a, (rows, shape[-1])))
-        kernel = packed.matmul((rows, shape[-1]), w)
+        kernel = packed.matmul((rows, shape[-1]), w, self.isa)
         out = self._emit_kernel(kernel, flat, (rows, w.shape[1]))
         return out if len(shape) == 2 else relax.op.reshape(self.builder_.emit(out), out_shape)
 
@@ -95,12 +97,16 @@ class _PackedRewriter(relax.PyExprMutator):
         return call if new is None else new
 
 
-@tvm.transform.module_pass(opt_level=0, name="tvmq.RewriteInt8Packed")
-def rewrite_int8_packed(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-    """Replace supported int8 conv2d/matmul calls in every Relax function."""
-    intrin.register()
-    rewriter = _PackedRewriter(mod)
-    for gvar, func in mod.functions.items():
-        if isinstance(func, relax.Function):
-            rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
-    return rewriter.builder_.get()
+def rewrite_int8_packed(isa: ISA) -> tvm.transform.Pass:
+    """Replace supported int8 conv2d/matmul calls in every Relax function by kernels on `isa`."""
+
+    @tvm.transform.module_pass(opt_level=0, name="tvmq.RewriteInt8Packed")
+    def _rewrite(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        intrin.register(isa)
+        rewriter = _PackedRewriter(mod, isa)
+        for gvar, func in mod.functions.items():
+            if isinstance(func, relax.Function):
+                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+        return rewriter.builder_.get()
+
+    return _rewrite

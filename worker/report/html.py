@@ -359,6 +359,11 @@ def _calibration(cal: Calibration) -> str:
     )
 
 
+def _isa(p: Provenance) -> str:
+    used = p.isa or "none (TVM's default int8 lowering)"
+    return f'{used}; target "native" would use {p.native_isa}' if p.native_isa else used
+
+
 def _provenance(p: Provenance) -> str:
     facts = [
         ("Model sha256", p.model_sha256),
@@ -367,6 +372,7 @@ def _provenance(p: Provenance) -> str:
         ("TVM", p.tvm_version),
         ("tvmq", p.tvmq_version),
         ("Target", json.dumps(p.target, sort_keys=True)),
+        ("Int8 kernels", _isa(p)),
         ("Created", p.created_at.isoformat()),
     ]
     dl = "".join(f"<dt>{_e(k)}</dt><dd><code>{_e(v)}</code></dd>" for k, v in facts)

@@ -155,6 +155,12 @@ class Provenance(_Strict):
     qconfig: dict[str, Any] = Field(description="the qconfig as applied, defaults filled in")
     tvm_version: str
     target: dict[str, Any]
+    isa: str | None = Field(
+        None, description="instruction set of the int8 kernels (avx2, avxvnni, ...); None: TVM's default"
+    )
+    native_isa: str | None = Field(
+        None, description='the faster int8 instruction set a "native" target would use on this worker'
+    )
     stage_seconds: dict[str, float] = Field(description="wall time of each pipeline stage")
     created_at: datetime
     tvmq_version: str
