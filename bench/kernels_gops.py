@@ -1,8 +1,10 @@
-"""GOP/s of each int8 conv kernel alone, against the AVX2 peak of this machine.
+"""GOP/s of each int8 conv kernel alone, against the peak of the target's int8 ISA on this machine.
 
-Peak = 2 ops x 64 int8 MACs per cycle per core (vpmaddubsw, 32 MACs, on two ports) x clock x
-threads. The u8s8 kernel also needs one vpmaddwd per vpmaddubsw on the same ports, so about half
-the peak is the practical ceiling of this instruction pair; the int16 path ceiling is the same.
+Peak = 2 ops x int8 MACs per cycle per core x clock x threads, with one vector of int8 MACs
+(32 on 256-bit, 64 on 512-bit registers) on each of two ports: for AVX2, vpmaddubsw. The AVX2
+u8s8 kernel also needs one vpmaddwd per vpmaddubsw on the same ports, so about half of that peak
+is the practical ceiling of this instruction pair (the int16 path's is the same); vpdpbusd does
+the whole dot product in one instruction. CPUs with one 512-bit port reach half the 512-bit peak.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import tvm
 from tvm import relax
 
 from bench import models
-from worker.kernels import intrin, packed
+from worker.kernels import intrin, isa, packed
 
-MACS_PER_CYCLE = 64
+PORTS = 2
 
 
 def clock_ghz() -> float:
@@ -41,8 +43,11 @@ def _convs(mod: tvm.IRModule) -> list[relax.Call]:
 def measure(
     model: models.Model, weight_bits: list[int], target: tvm.target.Target, threads: int
 ) -> list[dict]:
-    intrin.register()
-    peak = 2 * MACS_PER_CYCLE * clock_ghz() * threads
+    entry = isa.select(target)
+    if entry is None:
+        return []
+    intrin.register(entry)
+    peak = 2 * PORTS * entry.vector_bits // 8 * clock_ghz() * threads
     rows, seen = [], set()
     for bits in weight_bits:
         for call in _convs(models.to_int8_relax(model, weight_bits=bits)):
@@ -56,7 +61,7 @@ def measure(
             seen.add(key)
             pad = tuple(int(p) for p in a.padding)
             kernel = packed.conv2d_nchw(
-                shape, w, tuple(int(s) for s in a.strides), pad, tuple(int(d) for d in a.dilation)
+                shape, w, tuple(int(s) for s in a.strides), pad, tuple(int(d) for d in a.dilation), entry
             )
             lib = tvm.tirx.build(tvm.IRModule({"main": kernel.func}), target=target)
             out_shape = tuple(int(d) for d in call.ty.shape)
@@ -72,7 +77,8 @@ def measure(
                 {
                     "layer": f"{shape[1]}->{w.shape[0]} k{w.shape[2]} s{key[3][0]} {shape[2]}x{shape[3]}",
                     "weight_bits": bits,
-                    "mode": kernel.mode.name,
+                    "isa": entry.name,
+                    "mode": kernel.dot.name,
                     "ms": seconds * 1e3,
                     "gops": gops,
                     "fraction_of_peak": gops / peak,

@@ -1,10 +1,12 @@
 """Side-by-side latency: TVM (default build and ours), fp32 and int8, vs ONNX Runtime fp32 and int8 QDQ.
 
-Usage: .venv/bin/python -m bench.run [--threads 1 2] [--models resnet_cnn_224 ...] [--out bench/results.json]
+Usage: .venv/bin/python -m bench.run [--threads 1 2] [--models resnet_cnn_224 ...] [--mcpu native]
+       [--out bench/results.json]
 
 Each thread count runs in its own child process (TVM reads TVM_NUM_THREADS once, when its thread
 pool starts); inside a child every engine runs in the same process, one after the other, so the
-ratios compare like with like. The table prints medians in ms and the goal ratios of issue 6.
+ratios compare like with like. The table prints medians in ms, the goal ratios of issue 6, and
+which instruction set (worker/kernels/isa.py) and dot products each int8 build's kernels use.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def _ort_int8(fp32_path: Path, model: models.Model, out_path: Path) -> Path:
     return out_path
 
 
-def _pipeline_artifact(model: models.Model, proto, target, weight_bits: int):
+def _pipeline_artifact(model: models.Model, proto, target_spec: dict, weight_bits: int):
     """What a user gets: `run_pipeline` on the ONNX model (max calibration on 8 random samples,
     every layer quantized, per-channel weights), loaded back from the exported model.so."""
     import onnx
@@ -112,7 +114,7 @@ def _pipeline_artifact(model: models.Model, proto, target, weight_bits: int):
         nbit_weight=weight_bits,
         holdout_samples=0,
         bench_runs=1,
-        target={"kind": "llvm", "mcpu": str(target.mcpu)},
+        target=target_spec,
     )
     result = run_pipeline(work / "model.onnx", work / "calibration.npz", qconfig, work / "out")
     return tvm.runtime.load_module(str(result.artifact))
@@ -134,7 +136,9 @@ def _tvm_builds(model: models.Model, proto, target, args: argparse.Namespace) ->
             models.to_int8_relax(model, weight_bits=b), target
         )
     for bits in args.weight_bits:
-        builds[f"tvm_int8_pipeline_w{bits}"] = lambda b=bits: _pipeline_artifact(model, proto, target, b)
+        builds[f"tvm_int8_pipeline_w{bits}"] = lambda b=bits: _pipeline_artifact(
+            model, proto, {"kind": "llvm", "mcpu": args.mcpu}, b
+        )
     if args.with_default:
         builds["tvm_fp32_default"] = lambda: tvm.compile(float_mod(), target)
         builds["tvm_int8_w8_default"] = lambda: tvm.compile(
@@ -143,27 +147,45 @@ def _tvm_builds(model: models.Model, proto, target, args: argparse.Namespace) ->
     return builds
 
 
+def int8_kernels(executable) -> str:
+    """Which ISA and dot products a build's packed int8 kernels use, from the kernels' names."""
+    from tvm import relax
+
+    from worker.kernels.rewrite import kernel_counts
+
+    if not isinstance(executable, relax.VMExecutable):
+        executable = relax.VMExecutable(executable)
+    counts = kernel_counts(executable.as_text())
+    if not counts:
+        return "no packed kernels (TVM's default int8 lowering)"
+    return ", ".join(f"{isa} {dot} x{n}" for (isa, dot), n in sorted(counts.items()))
+
+
 def run_child(args: argparse.Namespace) -> dict:
     """One thread count: every engine on every model."""
     import onnx
-    import tvm
 
-    target = tvm.target.Target({"kind": "llvm", "mcpu": args.mcpu})
+    from worker.build import faster_native_isa, int8_isa, make_target, resolve_target
+
+    target = make_target(resolve_target({"kind": "llvm", "mcpu": args.mcpu}))
     threads = args.threads[0]
     work = Path(args.work)
     rows: dict[str, dict[str, float]] = {}
     compile_s: dict[str, dict[str, float]] = {}
+    kernels: dict[str, dict[str, str]] = {}
     for model in (m for m in models.MODELS if m.name in args.models):
         x = np.random.default_rng(0).standard_normal(model.input_shape).astype(np.float32)
         proto = models.to_onnx(model)
         fp32_path = work / f"{model.name}.onnx"
         onnx.save(proto, fp32_path)
         builds = _tvm_builds(model, proto, target, args)
-        rows[model.name], compile_s[model.name] = {}, {}
+        rows[model.name], compile_s[model.name], kernels[model.name] = {}, {}, {}
         for name, build in builds.items():
             t0 = time.perf_counter()
             executable = build()
             compile_s[model.name][name] = round(time.perf_counter() - t0, 1)
+            if "int8" in name:
+                kernels[model.name][name] = int8_kernels(executable)
             rows[model.name][name] = median_ms(_tvm_runner(executable, x), args.budget, args.runs)
         rows[model.name]["ort_fp32"] = median_ms(_ort_runner(fp32_path, threads, x), args.budget, args.runs)
         int8_path = _ort_int8(fp32_path, model, work / f"{model.name}.qdq.onnx")
@@ -172,7 +194,16 @@ def run_child(args: argparse.Namespace) -> dict:
         )
         print(f"[{threads} thr] {model.name}: {rows[model.name]}", file=sys.stderr, flush=True)
     gops = kernels_gops.measure(models.RESNET, args.weight_bits, target, threads) if args.gops else []
-    return {"threads": threads, "latency_ms": rows, "compile_s": compile_s, "int8_conv_kernels": gops}
+    return {
+        "threads": threads,
+        "target": str(target),
+        "isa": int8_isa(target),
+        "native_isa": faster_native_isa(target),
+        "latency_ms": rows,
+        "compile_s": compile_s,
+        "int8_kernels": kernels,
+        "int8_conv_kernels": gops,
+    }
 
 
 def _ratios(row: dict[str, float]) -> dict[str, float]:
@@ -192,14 +223,18 @@ def _ratios(row: dict[str, float]) -> dict[str, float]:
 def print_table(results: list[dict]) -> None:
     for res in results:
         print(f"\n## {res['threads']} thread(s): median latency, ms")
+        native = f'; target "native" would use {res["native_isa"]}' if res["native_isa"] else ""
+        print(f"target {res['target']}: int8 kernels on {res['isa'] or 'none'}{native}")
         for model, row in res["latency_ms"].items():
             cells = "  ".join(f"{k}={v:.2f}" for k, v in row.items())
             ratios = "  ".join(f"{k}: {v:.2f}" for k, v in _ratios(row).items())
             print(f"{model}\n  {cells}\n  {ratios}\n  compile s: {res['compile_s'][model]}")
+            for name, used in res["int8_kernels"][model].items():
+                print(f"  {name}: {used}")
         for k in res["int8_conv_kernels"]:
             print(
-                f"  int8 conv {k['layer']} [{k['mode']}]: {k['ms']:.3f} ms, {k['gops']:.1f} GOP/s, "
-                f"{100 * k['fraction_of_peak']:.0f}% of the AVX2 peak"
+                f"  int8 conv {k['layer']} [{k['isa']} {k['mode']}]: {k['ms']:.3f} ms, "
+                f"{k['gops']:.1f} GOP/s, {100 * k['fraction_of_peak']:.0f}% of the {k['isa']} peak"
             )
 
 
@@ -209,7 +244,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=[m.name for m in models.MODELS])
     parser.add_argument("--weight-bits", type=int, nargs="+", default=[7, 8])
     parser.add_argument(
-        "--mcpu", default="haswell", help="LLVM CPU for TVM (AVX2 needed for the int8 kernels)"
+        "--mcpu",
+        default="haswell",
+        help='LLVM CPU for TVM: a name (haswell, znver3, sapphirerapids, ...) or "native" (this CPU)',
     )
     parser.add_argument(
         "--with-default", action="store_true", help="also time tvm.compile's default build (slow)"

@@ -7,6 +7,9 @@ result, NCHW/OIHW, groups=1, constant weight); anything else keeps TVM's own low
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+
 import numpy as np
 import tvm
 from tvm import relax
@@ -18,6 +21,13 @@ _CONV2D = tvm.ir.Op.get("relax.nn.conv2d")
 _MATMUL = tvm.ir.Op.get("relax.matmul")
 #: FuseOps must not merge an already scheduled kernel with its neighbours (kOpaque).
 _OPAQUE = 8
+#: The global symbol of every packed kernel: ISA entry, dot product, a counter.
+KERNEL_NAME = re.compile(r"tvmq_(?P<isa>[a-z0-9]+)_(?P<dot>[a-z0-9]+)_kernel_(?P<n>\d+)")
+
+
+def kernel_counts(text: str) -> Counter[tuple[str, str]]:
+    """(ISA, dot product) -> how many distinct packed kernels `text` (e.g. VMExecutable.as_text()) names."""
+    return Counter((m["isa"], m["dot"]) for m in {m.group(0): m for m in KERNEL_NAME.finditer(text)}.values())
 
 
 def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
