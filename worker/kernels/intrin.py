@@ -50,34 +50,13 @@ def dot_quads(llvm: tuple[str, ...], lanes: int, acc: Expr, a: Expr, b: Expr) ->
     return T.call_llvm_pure_intrin(f"int32x{lanes}", dpbusd, acc, a, b)
 
 
-def describe(lanes: int, dot: DotProduct) -> PrimFunc:
-    """The scalar loop nest the kernels' inner block must match."""
-    k, data, weight = dot.k_lanes, dot.data_dtype, dot.weight_dtype
-
-    @T.prim_func(s_tir=True)
-    def desc(
-        A: T.Buffer((k,), data, offset_factor=1),
-        B: T.Buffer((lanes, k), weight, offset_factor=1),
-        C: T.Buffer((lanes,), "int32", offset_factor=1),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:k], B[0:lanes, 0:k])
-            T.writes(C[0:lanes])
-            for i in T.serial(0, lanes):
-                for j in T.serial(0, k):
-                    with T.sblock("update"):
-                        vi, vj = T.axis.remap("SR", [i, j])
-                        C[vi] = C[vi] + T.cast(A[vj], "int32") * T.cast(B[vi, vj], "int32")
-
-    return desc
-
-
-def implement(lanes: int, dot: DotProduct) -> PrimFunc:
-    """One broadcast of A's 32-bit word, one vector load of B, the ISA's call shape."""
+def _intrinsic(lanes: int, dot: DotProduct, vector: bool) -> PrimFunc:
+    """The description (scalar loop nest) or, with `vector`, the implementation: one broadcast of
+    A's 32-bit word, one vector load of B, the ISA's call shape."""
     k, data, weight, call, llvm = dot.k_lanes, dot.data_dtype, dot.weight_dtype, dot.call, dot.llvm
 
     @T.prim_func(s_tir=True)
-    def impl(
+    def func(
         A: T.Buffer((k,), data, offset_factor=1),
         B: T.Buffer((lanes, k), weight, offset_factor=1),
         C: T.Buffer((lanes,), "int32", offset_factor=1),
@@ -85,16 +64,32 @@ def implement(lanes: int, dot: DotProduct) -> PrimFunc:
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:k], B[0:lanes, 0:k])
             T.writes(C[0:lanes])
-            word = T.reinterpret("int32", A.vload([0], f"{data}x{k}"))
-            C[T.ramp(0, 1, lanes)] = call(
-                llvm,
-                lanes,
-                C.vload([0], f"int32x{lanes}"),
-                T.reinterpret(f"{data}x{lanes * k}", T.Broadcast(word, lanes)),
-                B.vload([0, 0], f"{weight}x{lanes * k}"),
-            )
+            if vector:
+                word = T.reinterpret("int32", A.vload([0], f"{data}x{k}"))
+                C[T.ramp(0, 1, lanes)] = call(
+                    llvm,
+                    lanes,
+                    C.vload([0], f"int32x{lanes}"),
+                    T.reinterpret(f"{data}x{lanes * k}", T.Broadcast(word, lanes)),
+                    B.vload([0, 0], f"{weight}x{lanes * k}"),
+                )
+            else:
+                for i in T.serial(0, lanes):
+                    for j in T.serial(0, k):
+                        with T.sblock("update"):
+                            vi, vj = T.axis.remap("SR", [i, j])
+                            C[vi] = C[vi] + T.cast(A[vj], "int32") * T.cast(B[vi, vj], "int32")
 
-    return impl
+    return func
+
+
+def describe(lanes: int, dot: DotProduct) -> PrimFunc:
+    """The scalar loop nest the kernels' inner block must match."""
+    return _intrinsic(lanes, dot, vector=False)
+
+
+def implement(lanes: int, dot: DotProduct) -> PrimFunc:
+    return _intrinsic(lanes, dot, vector=True)
 
 
 def register(isa: ISA) -> None:

@@ -87,56 +87,51 @@ class ISA:
 _U8S8 = {"name": "u8s8", "data_dtype": "uint8", "weight_dtype": "int8", "k_lanes": 4}
 _S16 = {"name": "s16", "data_dtype": "int16", "weight_dtype": "int16", "k_lanes": 2}
 
+
+def _pairs_then_int16(maddubs: str, maddwd: str) -> tuple[DotProduct, ...]:
+    """vpmaddubsw + vpmaddwd (saturating pairs, exact for 7-bit weights), else int16 vpmaddwd."""
+    return (
+        DotProduct(**_U8S8, llvm=(maddubs, maddwd), call=intrin.madd_pairs, pair_sum_bits=16),
+        DotProduct(**_S16, llvm=(maddwd,), call=intrin.madd_words),
+    )
+
+
+def _quads(dpbusd: str) -> tuple[DotProduct, ...]:
+    """vpdpbusd: exact for every int8 weight, no slow path."""
+    return (DotProduct(**_U8S8, llvm=(dpbusd,), call=intrin.dot_quads),)
+
+
 AVX2 = ISA(
-    name="avx2",
+    "avx2",
     vector_bits=256,
     registers=16,
     accumulators=12,
     requires=(("avx2",),),
-    dots=(
-        DotProduct(
-            **_U8S8,
-            llvm=("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"),
-            call=intrin.madd_pairs,
-            pair_sum_bits=16,
-        ),
-        DotProduct(**_S16, llvm=("llvm.x86.avx2.pmadd.wd",), call=intrin.madd_words),
-    ),
+    dots=_pairs_then_int16("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"),
 )
-
 AVX512BW = ISA(
-    name="avx512bw",
+    "avx512bw",
     vector_bits=512,
     registers=32,
     accumulators=24,
     requires=(("avx512bw",),),
-    dots=(
-        DotProduct(
-            **_U8S8,
-            llvm=("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512"),
-            call=intrin.madd_pairs,
-            pair_sum_bits=16,
-        ),
-        DotProduct(**_S16, llvm=("llvm.x86.avx512.pmaddw.d.512",), call=intrin.madd_words),
-    ),
+    dots=_pairs_then_int16("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512"),
 )
-
 AVX_VNNI = ISA(
-    name="avxvnni",
+    "avxvnni",
     vector_bits=256,
     registers=16,
     accumulators=12,
     requires=(("avxvnni",), ("avx512vnni", "avx512vl")),
-    dots=(DotProduct(**_U8S8, llvm=("llvm.x86.avx512.vpdpbusd.256",), call=intrin.dot_quads),),
+    dots=_quads("llvm.x86.avx512.vpdpbusd.256"),
 )
-
 AVX512_VNNI = ISA(
-    name="avx512vnni",
+    "avx512vnni",
     vector_bits=512,
     registers=32,
     accumulators=24,
     requires=(("avx512vnni",),),
-    dots=(DotProduct(**_U8S8, llvm=("llvm.x86.avx512.vpdpbusd.512",), call=intrin.dot_quads),),
+    dots=_quads("llvm.x86.avx512.vpdpbusd.512"),
 )
 
 #: Fastest first: exact 512-bit quads, exact 256-bit quads, saturating 512-bit pairs, AVX2.
