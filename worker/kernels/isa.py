@@ -61,6 +61,8 @@ class DotProduct:
 
 @dataclass(frozen=True)
 class ISA:
+    """One instruction set: its registers and its dot products, fastest first."""
+
     name: str
     vector_bits: int
     registers: int
@@ -141,10 +143,6 @@ TABLE: tuple[ISA, ...] = (AVX512_VNNI, AVX_VNNI, AVX512BW, AVX2)
 def select(target: tvm.target.Target) -> ISA | None:
     """The fastest ISA the target has, or None (then int8 ops keep TVM's default lowering)."""
     return next((isa for isa in TABLE if isa.available(target)), None)
-
-
-def by_name(name: str) -> ISA:
-    return next(isa for isa in TABLE if isa.name == name)
 
 
 def faster(a: ISA | None, b: ISA | None) -> bool:

@@ -27,7 +27,7 @@ KERNEL_NAME = re.compile(r"tvmq_(?P<isa>[a-z0-9]+)_(?P<dot>[a-z0-9]+)_kernel_(?P
 
 def kernel_counts(text: str) -> Counter[tuple[str, str]]:
     """(ISA, dot product) -> how many distinct packed kernels `text` (e.g. VMExecutable.as_text()) names."""
-    return Counter((m["isa"], m["dot"]) for m in {m.group(0): m for m in KERNEL_NAME.finditer(text)}.values())
+    return Counter((isa, dot) for isa, dot, _ in set(KERNEL_NAME.findall(text)))
 
 
 def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
