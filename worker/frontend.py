@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from worker import converters
 from worker.errors import (
     CalibrationError,
     ExternalDataError,
@@ -184,11 +185,16 @@ def simplify(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> onnx
 
 
 def import_relax(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> tvm.IRModule:
-    """Convert the (simplified) model to Relax with the weights bound as constants."""
+    """Convert the (simplified) model to Relax with the weights bound as constants.
+
+    Ops TVM lacks are rewritten first (worker/converters), here because the recurrent ones unroll
+    over sequence lengths that only the fixed, simplified shapes make static.
+    """
     import tvm
     from tvm.relax.frontend.onnx import from_onnx
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
+    model = converters.rewrite(model)
     known = _get_convert_map().keys() | _IMPORTER_BUILTIN_OPS
     unknown = sorted({node.op_type for node in _all_nodes(model.graph)} - known)
     if unknown:
