@@ -79,6 +79,9 @@ def test_rewrite_matches_onnxruntime(case):
     onnx.checker.check_model(rewritten, full_check=True)  # also: each op in its opset's form
     assert not {n.op_type for n in rewritten.graph.node} & RECURRENT
     assert [o.name for o in rewritten.graph.output] == [o.name for o in model.graph.output]
+    read = {i for n in rewritten.graph.node for i in n.input} | {o.name for o in rewritten.graph.output}
+    assert all(read.intersection(n.output) for n in rewritten.graph.node), "dead nodes left"
+    assert {t.name for t in rewritten.graph.initializer} <= read, "dead weights left"
     inputs = feeds(model)
     assert _max_error(_run(rewritten, inputs), _run(reference_model(case), inputs)) < 1e-5
 

@@ -71,7 +71,8 @@ def _rewrite_graph(
     read: set[str],
     orphans: set[str],
 ) -> None:
-    """Rewrite one graph and the graphs inside it; `orphans` collects the replaced nodes' inputs."""
+    """Rewrite one graph and the graphs inside it; `orphans` collects the names that may be left
+    unread: the replaced nodes' inputs and the constants written."""
     graph = scope.graph
     writer = Writer(graph, opset, taken)
     nodes: list[onnx.NodeProto] = []
@@ -85,10 +86,12 @@ def _rewrite_graph(
             nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
+    orphans.update(writer.constants)  # those the dropped parts of steps alone read
 
 
 def _prune(model: onnx.ModelProto, orphans: set[str]) -> None:
-    """Drop the initializers and constant chains that only fed the replaced nodes (their weights)."""
+    """Drop the initializers and constant chains that nothing reads any more (the replaced nodes'
+    weights, constants of dropped step results)."""
     while orphans:
         read = read_names(model)
         dead = orphans - read

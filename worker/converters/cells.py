@@ -133,9 +133,9 @@ def _lstm_step(w: Writer, rec: Recurrence, d: int, prefix: str) -> Step:
             i = ops.add(i, ops.mul(s.c, peep[0], f"{n}/i_peep"), f"{n}/i_pre_peep")
             f = ops.add(f, ops.mul(s.c, peep[2], f"{n}/f_peep"), f"{n}/f_pre_peep")
         i = ops.act(0, i, f"{n}/i")
-        f = ops.one_minus(i, f"{n}/f") if coupled else ops.act(0, f, f"{n}/f")
         c = ops.mul(i, ops.act(1, g, f"{n}/g"), f"{n}/i_g")
-        if s.c is not None:
+        if s.c is not None:  # the forget gate only scales the previous cell
+            f = ops.one_minus(i, f"{n}/f") if coupled else ops.act(0, f, f"{n}/f")
             c = ops.add(ops.mul(f, s.c, f"{n}/f_c"), c, f"{n}/c")
         if peep is not None:
             o = ops.add(o, ops.mul(c, peep[1], f"{n}/o_peep"), f"{n}/o_pre_peep")

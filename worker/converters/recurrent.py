@@ -58,8 +58,8 @@ def expand(node: onnx.NodeProto, scope: Scope, writer: Writer, read: set[str]) -
     if not any(rec.outputs):
         return []
     produced = _unroll(rec, writer)
-    nodes = writer.take()
-    return _rename(nodes, {temp: out for temp, out in zip(produced, rec.outputs, strict=True) if out})
+    names = {temp: out for temp, out in zip(produced, rec.outputs, strict=True) if out}
+    return _live(_rename(writer.take(), names), set(names.values()))
 
 
 def _fail(node: onnx.NodeProto, name: str, problem: str) -> UnsupportedOpError:
@@ -221,7 +221,7 @@ def _unroll(rec: Recurrence, w: Writer) -> tuple[str | None, ...]:
     initial = {key: _per_direction(w, rec, key, tensor, tags) for key, tensor in rec.initial.items()}
 
     finals: list[State] = []
-    sequences: list[str] = []
+    sequences: list[list[str]] = []  # per direction, h of every step in time order
     for d, tag in enumerate(tags):
         xs = w.split(per_direction[d], [1] * steps, 0, [f"{n}/{tag}/t{t}/x_proj" for t in range(steps)])
         step = rec.cell.stepper(w, rec, d, f"{n}/{tag}")
@@ -232,22 +232,22 @@ def _unroll(rec: Recurrence, w: Writer) -> tuple[str | None, ...]:
             state = step(xs[t], state, f"{n}/{tag}/t{t}")
             hs[t] = state.h
         finals.append(state)
-        sequences.append(w.concat(hs, 0, f"{n}/{tag}/Y"))
+        sequences.append(hs)
 
-    y_out, h_out, *c_out = rec.outputs
-    produced: list[str | None] = [None, None, None][: len(rec.outputs)]
-    if y_out:
-        y = w.concat(
-            [w.unsqueeze(s, [1], f"{n}/{tag}/Y_4d") for s, tag in zip(sequences, tags, strict=True)],
-            1,
-            f"{n}/Y",
-        )
-        produced[0] = (
-            y if rec.layout == 0 else w.op("Transpose", [y], f"{n}/Y_batch_major", perm=[2, 0, 1, 3])
-        )
-    if h_out:
+    y, y_h, *y_c = rec.outputs
+    produced: list[str | None] = [None] * len(rec.outputs)
+    if y:
+        parts = [
+            w.unsqueeze(w.concat(hs, 0, f"{n}/{tag}/Y"), [1], f"{n}/{tag}/Y_4d")
+            for hs, tag in zip(sequences, tags, strict=True)
+        ]
+        value = w.concat(parts, 1, f"{n}/Y")  # [T, D, B, H]
+        if rec.layout == 1:
+            value = w.op("Transpose", [value], f"{n}/Y_batch_major", perm=[2, 0, 1, 3])
+        produced[0] = value
+    if y_h:
         produced[1] = _final(w, rec, [s.h for s in finals], f"{n}/Y_h")
-    if c_out and c_out[0]:
+    if y_c and y_c[0]:
         produced[2] = _final(w, rec, [s.c for s in finals], f"{n}/Y_c")
     return tuple(produced)
 
@@ -264,6 +264,18 @@ def _per_direction(w: Writer, rec: Recurrence, key: str, tensor: str | None, tag
 def _final(w: Writer, rec: Recurrence, states: list[str], name: str) -> str:
     value = w.concat(states, 0, name)
     return value if rec.layout == 0 else w.op("Transpose", [value], f"{name}_batch_major", perm=[1, 0, 2])
+
+
+def _live(nodes: list[onnx.NodeProto], wanted: set[str]) -> list[onnx.NodeProto]:
+    """The nodes that `wanted` depends on. Steps are written uniformly, so some results go unused:
+    the forget gate and GRU's reset gate of a step from a zero state, the last step's h when only
+    the cell state is read."""
+    kept = []
+    for node in reversed(nodes):
+        if wanted.intersection(node.output):
+            kept.append(node)
+            wanted.update(node.input)
+    return kept[::-1]
 
 
 def _rename(nodes: list[onnx.NodeProto], names: dict[str, str]) -> list[onnx.NodeProto]:

@@ -201,6 +201,7 @@ class Writer:
         self.opset = opset
         self.taken = taken
         self.nodes: list[onnx.NodeProto] = []
+        self.constants: set[str] = set()  # every initializer written
         self._consts: dict[tuple, str] = {}
 
     def fresh(self, name: str) -> str:
@@ -217,6 +218,7 @@ class Writer:
         key = (value.dtype.str, value.shape, value.tobytes())
         if key not in self._consts:
             self._consts[key] = self.fresh(name)
+            self.constants.add(self._consts[key])
             self.graph.initializer.append(numpy_helper.from_array(value, self._consts[key]))
         return self._consts[key]
 
