@@ -18,8 +18,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 #: Ops whose output is never a function of their inputs alone: never folded into a constant.
-_IMPURE_OPS = frozenset({"Bernoulli", "Multinomial", "RandomNormal", "RandomNormalLike", "RandomUniform"})
-_IMPURE_OPS |= {"RandomUniformLike"}
+_IMPURE_OPS = frozenset(
+    {"Bernoulli", "Multinomial", "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike"}
+)
 
 Dims = tuple[int | None, ...]
 
@@ -114,7 +115,7 @@ class Scope:
         node = self._producers.get(name)
         if node is None or node.domain not in ("", "ai.onnx") or node.op_type in _IMPURE_OPS:
             return None
-        if any(True for _ in subgraphs(node)):
+        if next(subgraphs(node), None) is not None:
             return None
         feeds = {}
         for i in node.input:
