@@ -37,6 +37,7 @@ CASES = [
     Case("LSTM", "bidirectional", layout=1, outputs=("Y_c",)),
     Case("LSTM", outputs=("Y",)),
     Case("LSTM", "bidirectional", opset=11),
+    Case("LSTM", attrs={"clip": 0.5}, opset=10),  # Clip's bounds still attributes
     Case("LSTM", initial_h=True, initial_c=True, opset=13),
     Case("LSTM", steps=1, initial_h=True, initial_c=True),
     Case("GRU"),
@@ -114,7 +115,7 @@ def test_node_names_say_where_they_come_from():
     assert len(projections) == 1 + 2 * 2
 
 
-@pytest.mark.parametrize(("opset", "inputs"), [(11, 1), (12, 1), (13, 2), (17, 2)])
+@pytest.mark.parametrize(("opset", "inputs"), [(10, 1), (11, 1), (12, 1), (13, 2), (17, 2)])
 def test_split_takes_the_form_of_the_model_opset(opset, inputs):
     rewritten = rewrite(recurrent_model(Case("GRU", "bidirectional", opset=opset)))
     splits = [n for n in rewritten.graph.node if n.op_type == "Split"]
