@@ -11,12 +11,12 @@ from fastapi import Depends, FastAPI
 
 from service.body_limit import BodyLimit
 from service.context import Context, require_token
-from service.jobs import JobStore
 from service.problems import install_handlers
 from service.routes import health, jobs, quantize, schema
-from service.settings import Settings, get_settings
-from service.storage import BlobStore
-from worker.celery_app import make_celery
+from worker.runtime.celery_app import make_celery
+from worker.runtime.jobs import JobStore
+from worker.runtime.settings import Settings, get_settings
+from worker.runtime.storage import BlobStore
 
 log = logging.getLogger(__name__)
 MULTIPART_OVERHEAD = 1024 * 1024  # bytes of form framing allowed on top of the three parts

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from celery import Celery
 from fastapi import Request
 
-from service.jobs import JobStore
 from service.problems import ApiError
-from service.settings import Settings
-from service.storage import BlobStore
+from worker.runtime.jobs import JobStore
+from worker.runtime.settings import Settings
+from worker.runtime.storage import BlobStore
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from worker.stack import free_port
+from worker.runtime.stack import free_port
 
 
 @pytest.fixture(scope="session")

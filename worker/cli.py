@@ -70,19 +70,19 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from worker.stack import run_serve
+    from worker.runtime.stack import run_serve
 
     return run_serve(host=args.host, port=args.port, workers=args.workers)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from worker.stack import run_worker
+    from worker.runtime.stack import run_worker
 
     return run_worker(concurrency=args.concurrency, loglevel=args.loglevel)
 
 
 def _cmd_api(args: argparse.Namespace) -> int:
-    from worker.stack import run_api
+    from worker.runtime.stack import run_api
 
     return run_api(host=args.host, port=args.port)
 

@@ -12,9 +12,9 @@ from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel
 
 from service.context import Context, get_context
-from service.jobs import Job, State
 from service.problems import ApiError, job_not_found
-from service.storage import is_job_id
+from worker.runtime.jobs import Job, State
+from worker.runtime.storage import is_job_id
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 

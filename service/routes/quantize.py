@@ -12,11 +12,11 @@ from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from service.context import Context, get_context
-from service.jobs import new_job_id
 from service.problems import ApiError, too_large
 from service.validation import check_calibration, check_calibration_required, model_inputs
 from worker.qconfig import parse_qconfig
-from worker.tasks import TASK_NAME
+from worker.runtime.celery_app import TASK_NAME
+from worker.runtime.jobs import new_job_id
 
 router = APIRouter(tags=["jobs"])
 

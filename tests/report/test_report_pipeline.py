@@ -18,7 +18,7 @@ import tests.models as models
 from tests.chromium import run_chromium
 from tests.quantize.conftest import INTEGRAL, quantize
 from worker.report.schema import Report
-from worker.stack import free_port
+from worker.runtime.stack import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

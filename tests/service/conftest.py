@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.settings import Settings
+from worker.runtime.settings import Settings
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def live(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
     import celery.contrib.testing.tasks  # noqa: F401  (registers celery.ping for start_worker)
     from celery.contrib.testing.worker import start_worker
 
-    from worker.celery_app import make_celery
+    from worker.runtime.tasks import make_worker_app
 
     tag = uuid.uuid4().hex[:8]
     settings = Settings(
@@ -60,7 +60,7 @@ def live(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
         celery_queue=f"tvmq-live-{tag}",
         api_token=None,
     )
-    worker_app = make_celery(settings)
+    worker_app = make_worker_app(settings)
     with (
         start_worker(
             worker_app, pool="solo", concurrency=1, loglevel="WARNING", queues=[settings.celery_queue]

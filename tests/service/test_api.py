@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from svc_helpers import calibration_samples, conv_model_bytes, npz_bytes, submission
 
 from service.app import create_app
-from service.settings import Settings
+from worker.runtime.settings import Settings
 
 pytestmark = pytest.mark.redis
 
@@ -213,7 +213,7 @@ def test_the_api_never_imports_tvm(settings: Settings, tmp_path: Path) -> None:
         "import sys\n"
         "from fastapi.testclient import TestClient\n"
         "from service.app import create_app\n"
-        "from service.settings import Settings\n"
+        "from worker.runtime.settings import Settings\n"
         f"app = create_app(Settings(redis_url={settings.redis_url!r}, storage_dir={str(tmp_path)!r}))\n"
         "with TestClient(app) as c:\n"
         "    assert c.get('/qconfig/schema').status_code == 200\n"

@@ -22,9 +22,9 @@ from svc_helpers import (
     wait_for,
 )
 
-from service.settings import Settings
-from worker.celery_app import make_celery
 from worker.pipeline import STAGES
+from worker.runtime.celery_app import make_celery
+from worker.runtime.settings import Settings
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

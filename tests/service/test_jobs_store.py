@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from service.jobs import JobStore, new_job_id
-from service.settings import Settings
-from service.storage import BlobStore
-from worker.tasks import execute_job
+from worker.runtime.jobs import JobStore, new_job_id
+from worker.runtime.settings import Settings
+from worker.runtime.storage import BlobStore
+from worker.runtime.tasks import execute_job
 
 pytestmark = pytest.mark.redis
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from worker.stack import free_port
+from worker.runtime.stack import free_port
 
 pytestmark = pytest.mark.slow
 

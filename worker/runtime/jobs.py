@@ -15,8 +15,8 @@ from typing import Any, Literal
 import redis
 from pydantic import BaseModel
 
-from service.settings import Settings
-from service.storage import BlobStore
+from worker.runtime.settings import Settings
+from worker.runtime.storage import BlobStore
 
 State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 ACTIVE_STATES: frozenset[str] = frozenset({"queued", "running"})

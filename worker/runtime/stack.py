@@ -21,14 +21,14 @@ from types import FrameType
 import httpx
 import redis
 
-from service.settings import get_settings
+from worker.runtime.settings import get_settings
 
 STOP_TIMEOUT = 20.0  # seconds a child gets to exit after SIGTERM before it is killed
 START_TIMEOUT = 60.0  # seconds redis-server and the API get to answer
 
 
 def run_worker(concurrency: int = 1, loglevel: str = "info") -> int:
-    from worker.celery_app import app
+    from worker.runtime.tasks import app
 
     app.worker_main(
         [

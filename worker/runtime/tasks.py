@@ -1,5 +1,7 @@
 """The quantize job as a Celery task: claim the job record, run the pipeline, record the outcome.
 
+`app` is the worker's Celery app (`celery -A worker.runtime.tasks worker`, `tvmq worker`).
+
 Idempotent by construction: the record is claimed atomically (a finished or cancelled job is never
 re-run), each run has an attempt number, and every write is conditional on that attempt still being
 the current one, so a stale or re-delivered run cannot overwrite a finished record. Importing this
@@ -15,12 +17,13 @@ from typing import Any
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from service.jobs import TIMEOUT_CODE, JobStore
-from service.storage import BlobStore
 from worker.errors import QuantizeError
 from worker.qconfig import parse_qconfig
+from worker.runtime.celery_app import TASK_NAME, make_celery
+from worker.runtime.jobs import TIMEOUT_CODE, JobStore
+from worker.runtime.settings import Settings, get_settings
+from worker.runtime.storage import BlobStore
 
-TASK_NAME = "tvmq.quantize"
 log = logging.getLogger(__name__)
 
 
@@ -91,3 +94,13 @@ def execute_job(job_id: str, jobs: JobStore, blobs: BlobStore) -> dict[str, Any]
 
 def _failed(code: str, message: str) -> dict[str, Any]:
     return {"state": "failed", "code": code, "message": message}
+
+
+def make_worker_app(settings: Settings) -> Celery:
+    """A Celery app that runs the quantize task (the API's app only sends it)."""
+    app = make_celery(settings)
+    app.task(name=TASK_NAME, bind=True)(quantize_task)
+    return app
+
+
+app = make_worker_app(get_settings())

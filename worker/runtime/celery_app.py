@@ -1,18 +1,19 @@
-"""The Celery app, configured from Settings (`celery -A worker.celery_app worker` uses `app`).
+"""The Celery app's configuration, from Settings; the task itself is registered by worker.runtime.tasks.
 
 The delivery settings are what make a job run exactly once in practice: the message is acknowledged
 only after the task returns (acks_late), a worker that dies mid-job gives it back
 (reject_on_worker_lost), each worker holds one job at a time (prefetch 1), and Redis waits longer
-than the hard time limit before re-delivering an unacknowledged job. TVM-free: the API imports this
-to send tasks by name.
+than the hard time limit before re-delivering an unacknowledged job. The API sends TASK_NAME by name
+through an app from `make_celery`, so it never imports the task module (nor the job it runs).
 """
 
 from __future__ import annotations
 
 from celery import Celery
 
-from service.settings import Settings, get_settings
-from worker.tasks import TASK_NAME, quantize_task
+from worker.runtime.settings import Settings
+
+TASK_NAME = "tvmq.quantize"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -36,8 +37,4 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
     )
     app.tvmq_settings = settings
-    app.task(name=TASK_NAME, bind=True)(quantize_task)
     return app
-
-
-app = make_celery(get_settings())
