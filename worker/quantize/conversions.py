@@ -1,7 +1,7 @@
 """Partition conversions: split main into quantize_inputs / quantized_main / dequantize_outputs,
 and enforce `fully_integral` on the lowered IR.
 
-The split follows the integrality classification (report/integrality.py) of main's bindings:
+The split follows the integrality classification (quantize/classify.py) of main's bindings:
 prefix and float-fallback bindings go to quantize_inputs, the core to quantized_main, the suffix
 to dequantize_outputs; values crossing a boundary become tuple results and parameters. The
 classification guarantees no edge runs backwards (a prefix op has no integer ancestor, a suffix
@@ -14,8 +14,8 @@ import tvm
 from tvm import relax
 
 from worker.errors import NotFullyIntegralError
+from worker.quantize.classify import OpInfo, classify, lowered_ops
 from worker.quantize.graph import is_tensor
-from worker.report.integrality import OpInfo, classify, lowered_ops
 
 
 def _bindings(func: relax.Function) -> list[relax.VarBinding]:

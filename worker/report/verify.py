@@ -9,9 +9,9 @@ import tvm
 
 from worker.build import compile_module, vm_of
 from worker.qconfig import QConfig
+from worker.quantize.classify import OpInfo, classify, lowered_ops
 from worker.quantize.graph import Graph, labels
 from worker.quantize.realize import Realizer, probe_module
-from worker.report.integrality import OpInfo, classify, lowered_ops
 from worker.report.metrics import ErrorAccumulator
 from worker.report.schema import (
     Accuracy,

@@ -1,4 +1,4 @@
-"""Integrality from the lowered IR: which TIR functions the artifact runs, with which dtypes.
+"""Classify ops by dtype: which TIR functions a module runs in integers, and which group each is in.
 
 Classification works on the module after LegalizeOps, from each PrimFunc's buffer dtypes (not
 from the annotated graph), so what it proves is what the compiled code does. An op is integral
