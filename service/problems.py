@@ -1,8 +1,8 @@
 """JSON problem bodies ({"code", "message", "detail"}) for every error the API returns.
 
-Pipeline errors (QuantizeError) already carry a code, status and detail; `ApiError` covers what only
-HTTP has (404, 409, 413, 401, 503). Handlers turn FastAPI's own errors into the same shape so a
-client parses one format.
+Pipeline errors (QuantizeError) carry a code and detail, and STATUS_OF_CODE gives their HTTP status;
+`ApiError` covers what only HTTP has (404, 409, 413, 401, 503). Handlers turn FastAPI's own errors
+into the same shape so a client parses one format.
 """
 
 from __future__ import annotations
@@ -15,6 +15,19 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from worker.errors import QuantizeError
+
+#: HTTP status of every pipeline error code: what the user sent is wrong (422) or we failed (500).
+STATUS_OF_CODE: dict[str, int] = {
+    "E_QCONFIG": 422,
+    "E_MODEL_INVALID": 422,
+    "E_EXTERNAL_DATA": 422,
+    "E_CALIBRATION": 422,
+    "E_IMPORT": 422,
+    "E_UNSUPPORTED_OP": 422,
+    "E_NOT_FULLY_INTEGRAL": 422,
+    "E_BUILD": 500,
+    "E_INTERNAL": 500,
+}
 
 
 class ApiError(StarletteHTTPException):
@@ -53,8 +66,7 @@ async def _on_api_error(_: Request, exc: ApiError) -> JSONResponse:
 
 
 async def _on_quantize_error(_: Request, exc: QuantizeError) -> JSONResponse:
-    body = exc.to_problem()
-    return problem(exc.http_status, body["code"], body["message"], body["detail"])
+    return problem(STATUS_OF_CODE.get(exc.code, 500), exc.code, exc.message, exc.detail)
 
 
 async def _on_request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -221,3 +221,16 @@ def test_the_api_never_imports_tvm(settings: Settings, tmp_path: Path) -> None:
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_every_pipeline_error_code_has_an_http_status() -> None:
+    """worker/errors.py carries codes only; the service maps each one (a new code must be mapped)."""
+    from service.problems import STATUS_OF_CODE
+    from worker import errors
+
+    def family(cls: type) -> list[type]:
+        return [cls, *(c for sub in cls.__subclasses__() for c in family(sub))]
+
+    codes = {cls.code for cls in family(errors.QuantizeError)}
+    assert codes == set(STATUS_OF_CODE)
+    assert all(not hasattr(cls, "http_status") for cls in family(errors.QuantizeError))
