@@ -127,6 +127,12 @@ def vm_of(executable: relax.VMExecutable) -> relax.VirtualMachine:
     return relax.VirtualMachine(executable, tvm.cpu())
 
 
+def compile_and_load(mod: tvm.IRModule, target: tvm.target.Target) -> relax.VirtualMachine:
+    """Build `mod` like the artifact and load it in this process: the Runner that calibrate and
+    verify receive (with the target bound), so the passes never import the builder."""
+    return vm_of(compile_module(mod, target))
+
+
 def load_vm(path: Path) -> relax.VirtualMachine:
     """The artifact contract: load_module + VirtualMachine on the CPU."""
     return relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())

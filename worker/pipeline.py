@@ -12,13 +12,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from worker.errors import CalibrationError
 from worker.qconfig import QConfig
+
+if TYPE_CHECKING:  # the stages import TVM when they run, after "load" is reported
+    import onnx
+    import tvm
+
+    from worker.quantize.annotate import Annotation
+    from worker.quantize.calibrate import CalibrationResult, Runner
+    from worker.quantize.graph import Graph
+    from worker.quantize.partition import Partition
+    from worker.quantize.realize import Realizer
+    from worker.report.schema import Provenance
 
 #: (stage name, percent reached when the stage starts). The API shows these to users.
 STAGES: tuple[tuple[str, int], ...] = (
@@ -141,33 +153,89 @@ def run_pipeline(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    stages.start("load")  # first: importing TVM below takes seconds
-    from tvm import __version__ as tvm_version
+    stages.start("load")  # first: the stages import TVM, which takes seconds
+    target_spec, target = _target(qconfig)
+    run = _runner(target)
+    model, calibration = _load(Path(model_path), calibration_path, qconfig)
+    stages.start("import")
+    imported = _import(model, calibration)
+    stages.start("optimize")
+    prepared = _optimize(imported, calibration, qconfig)
+    stages.start("partition")
+    parts = _partition(prepared, qconfig)
+    stages.start("annotate")
+    annotation = _annotate(prepared, parts, qconfig)
+    stages.start("calibrate")
+    cal = _calibrate(prepared, annotation, qconfig, run, lambda f: stages.within("calibrate", f))
+    stages.start("realize")
+    realized = _realize(prepared, annotation, cal, qconfig, out_dir)
+    stages.start("conversions")
+    final = _conversions(realized, qconfig)
+    stages.start("build")
+    built = _build(final, prepared, target, out_dir)
+    stages.start("verify")
+    sections = _verify(prepared, realized, cal, built, qconfig, run)
+    stages.finish()
+    provenance = _provenance(Path(model_path), calibration_path, built, qconfig, target_spec, target, stages)
+    report_path, report = _write_report(sections, provenance, qconfig, out_dir)
+    return PipelineResult(built.artifact, report_path, realized.script, report)
 
+
+@dataclass
+class _Imported:
+    """The model as Relax, with the input shapes it was imported for."""
+
+    mod: tvm.IRModule
+    shapes: dict[str, tuple[int, ...]]
+    input_names: list[str]
+    output_names: list[str]
+
+
+@dataclass
+class _Prepared:
+    """The optimized float model the passes work on, and the samples split for calibration/report."""
+
+    imported: _Imported
+    mod: tvm.IRModule
+    graph: Graph
+    batch: int
+    calibration: dict[str, np.ndarray] | None
+    held_out: dict[str, np.ndarray] | None
+
+
+@dataclass
+class _Realized:
+    mod: tvm.IRModule
+    realizer: Realizer
+    script: Path
+
+
+@dataclass
+class _Built:
+    artifact: Path
+    float_artifact: Path
+
+
+def _target(qconfig: QConfig) -> tuple[dict[str, Any], tvm.target.Target]:
+    from worker.build import make_target, resolve_target
+
+    spec = resolve_target(qconfig.target_dict())
+    return spec, make_target(spec)
+
+
+def _runner(target: tvm.target.Target) -> Runner:
+    """What calibrate and verify run modules with: built like the artifact, loaded in-process."""
+    from worker.build import compile_and_load
+
+    return partial(compile_and_load, target=target)
+
+
+def _load(
+    model_path: Path, calibration_path: Path | None, qconfig: QConfig
+) -> tuple[onnx.ModelProto, dict[str, np.ndarray] | None]:
     from worker import frontend
-    from worker.build import (
-        compile_module,
-        export,
-        faster_native_isa,
-        int8_isa,
-        load_vm,
-        make_target,
-        resolve_target,
-    )
-    from worker.quantize.annotate import annotate
-    from worker.quantize.calibrate import calibrate
-    from worker.quantize.conversions import check_fully_integral, split_conversions
-    from worker.quantize.graph import build_graph
-    from worker.quantize.partition import partition
-    from worker.quantize.prerequisite import prerequisite_optimize
-    from worker.quantize.realize import realize
-    from worker.report import verify
-    from worker.report.performance import bench_artifacts, constant_bytes
-    from worker.report.schema import Provenance, Report, Summary
 
-    target_spec = resolve_target(qconfig.target_dict())
-    target = make_target(target_spec)
-    model = frontend.load_onnx(Path(model_path))
+    model = frontend.load_onnx(model_path)
     calibration = frontend.load_calibration(calibration_path, model)
     if calibration is None and qconfig.calibrate_mode != "global_scale":
         raise CalibrationError(
@@ -175,77 +243,148 @@ def run_pipeline(
             "model's input names); only global_scale works without",
             field="calibration",
         )
+    return model, calibration
 
-    stages.start("import")
+
+def _import(model: onnx.ModelProto, calibration: dict[str, np.ndarray] | None) -> _Imported:
+    from worker import frontend
+
     shapes = frontend.fixed_input_shapes(model, calibration)
     mod = frontend.import_relax(frontend.simplify(model, shapes), shapes)
-    input_names = frontend.input_names(model)
-    output_names = frontend.output_names(model)
+    return _Imported(mod, shapes, frontend.input_names(model), frontend.output_names(model))
 
-    stages.start("optimize")
-    mod = prerequisite_optimize(mod)
+
+def _optimize(imported: _Imported, calibration: dict[str, np.ndarray] | None, qconfig: QConfig) -> _Prepared:
+    from worker.quantize.graph import build_graph
+    from worker.quantize.prerequisite import prerequisite_optimize
+
+    mod = prerequisite_optimize(imported.mod)
     graph = build_graph(mod)
     batch = int(graph.params[0].ty.shape[0])
     calib_part, held_part = _split(calibration, qconfig, batch)
+    return _Prepared(imported, mod, graph, batch, calib_part, held_part)
 
-    stages.start("partition")
-    parts = partition(graph, qconfig)
-    stages.start("annotate")
-    annotation = annotate(graph, parts, qconfig)
 
-    stages.start("calibrate")
-    cal = calibrate(
-        graph, annotation, calib_part, qconfig, target, progress=lambda f: stages.within("calibrate", f)
-    )
+def _partition(prepared: _Prepared, qconfig: QConfig) -> Partition:
+    from worker.quantize.partition import partition
 
-    stages.start("realize")
-    qmod, realizer = realize(graph, annotation, cal.thresholds, qconfig)
-    script_path = out_dir / "quantized.relax.py"
-    script_path.write_text(qmod.script(show_meta=False))
+    return partition(prepared.graph, qconfig)
 
-    stages.start("conversions")
+
+def _annotate(prepared: _Prepared, parts: Partition, qconfig: QConfig) -> Annotation:
+    from worker.quantize.annotate import annotate
+
+    return annotate(prepared.graph, parts, qconfig)
+
+
+def _calibrate(
+    prepared: _Prepared,
+    annotation: Annotation,
+    qconfig: QConfig,
+    run: Runner,
+    progress: Callable[[float], None],
+) -> CalibrationResult:
+    from worker.quantize.calibrate import calibrate
+
+    return calibrate(prepared.graph, annotation, prepared.calibration, qconfig, run, progress=progress)
+
+
+def _realize(
+    prepared: _Prepared, annotation: Annotation, cal: CalibrationResult, qconfig: QConfig, out_dir: Path
+) -> _Realized:
+    from worker.quantize.realize import realize
+
+    qmod, realizer = realize(prepared.graph, annotation, cal.thresholds, qconfig)
+    script = out_dir / "quantized.relax.py"
+    script.write_text(qmod.script(show_meta=False))
+    return _Realized(qmod, realizer, script)
+
+
+def _conversions(realized: _Realized, qconfig: QConfig) -> tvm.IRModule:
+    from worker.quantize.conversions import check_fully_integral, split_conversions
+
     if qconfig.partition_conversions == "fully_integral":
-        check_fully_integral(qmod, realizer.float_reasons)
-    final = split_conversions(qmod) if qconfig.partition_conversions != "disabled" else qmod
+        check_fully_integral(realized.mod, realized.realizer.float_reasons)
+    return split_conversions(realized.mod) if qconfig.partition_conversions != "disabled" else realized.mod
 
-    stages.start("build")
+
+def _build(final: tvm.IRModule, prepared: _Prepared, target: tvm.target.Target, out_dir: Path) -> _Built:
+    from worker.build import compile_module, export
+
     artifact = export(compile_module(final, target), out_dir / "model.so")
-    float_artifact = export(compile_module(mod, target), out_dir / "float_model.so")
+    float_artifact = export(compile_module(prepared.mod, target), out_dir / "float_model.so")
+    return _Built(artifact, float_artifact)
 
-    stages.start("verify")
-    evals = _eval_batches(batch, calib_part, held_part, shapes, input_names)
-    float_vm = load_vm(float_artifact)
-    quant_vm = load_vm(artifact)
-    accuracy = verify.accuracy(
-        float_vm, quant_vm, evals, output_names, held_part is not None, graph, realizer, qconfig, target
+
+def _verify(
+    prepared: _Prepared,
+    realized: _Realized,
+    cal: CalibrationResult,
+    built: _Built,
+    qconfig: QConfig,
+    run: Runner,
+) -> dict[str, Any]:
+    """The report's sections: accuracy and speed from running both artifacts, integrality from IR."""
+    from worker.build import load_vm
+    from worker.report import verify
+    from worker.report.performance import bench_artifacts, constant_bytes
+
+    imported, realizer = prepared.imported, realized.realizer
+    evals = _eval_batches(
+        prepared.batch, prepared.calibration, prepared.held_out, imported.shapes, imported.input_names
     )
-    integrality = verify.integrality(qmod, realizer.float_reasons)
+    accuracy = verify.accuracy(
+        load_vm(built.float_artifact),
+        load_vm(built.artifact),
+        evals,
+        imported.output_names,
+        prepared.held_out is not None,
+        prepared.graph,
+        realizer,
+        qconfig,
+        run,
+    )
     performance = bench_artifacts(
-        float_artifact,
-        artifact,
+        built.float_artifact,
+        built.artifact,
         evals[0],
         qconfig.bench_runs,
-        weight_bytes_float=constant_bytes(mod),
-        weight_bytes_quantized=constant_bytes(qmod),
+        weight_bytes_float=constant_bytes(prepared.mod),
+        weight_bytes_quantized=constant_bytes(realized.mod),
     )
     nbits = {
         "input": qconfig.nbit_input,
         "activation": qconfig.nbit_activation,
         "weight": qconfig.nbit_weight,
     }
-    calibration_section = verify.calibration_section(
-        cal.method,
-        cal.samples,
-        cal.batches,
-        cal.table,
-        nbits,
-        realizer.weight_log,
-    )
-    stages.finish()
-    provenance = Provenance(
-        model_sha256=_sha256(Path(model_path)),
+    return {
+        "integrality": verify.integrality(realized.mod, realizer.float_reasons),
+        "accuracy": accuracy,
+        "performance": performance,
+        "calibration": verify.calibration_section(
+            cal.method, cal.samples, cal.batches, cal.table, nbits, realizer.weight_log
+        ),
+    }
+
+
+def _provenance(
+    model_path: Path,
+    calibration_path: Path | None,
+    built: _Built,
+    qconfig: QConfig,
+    target_spec: dict[str, Any],
+    target: tvm.target.Target,
+    stages: _Stages,
+) -> Provenance:
+    from tvm import __version__ as tvm_version
+
+    from worker.build import faster_native_isa, int8_isa
+    from worker.report.schema import Provenance
+
+    return Provenance(
+        model_sha256=_sha256(model_path),
         calibration_sha256=_sha256(calibration_path),
-        artifact_sha256=_sha256(artifact),
+        artifact_sha256=_sha256(built.artifact),
         qconfig=qconfig.model_dump(mode="json"),
         tvm_version=str(tvm_version),
         target=target_spec,
@@ -255,23 +394,27 @@ def run_pipeline(
         created_at=datetime.now(UTC),
         tvmq_version=_version(),
     )
-    report = Report(
-        summary=Summary.from_sections(
-            integrality, accuracy, performance, qconfig.calibrate_mode, qconfig.do_simulation
-        ),
-        integrality=integrality,
-        accuracy=accuracy,
-        performance=performance,
-        calibration=calibration_section,
-        provenance=provenance,
+
+
+def _write_report(
+    sections: dict[str, Any], provenance: Provenance, qconfig: QConfig, out_dir: Path
+) -> tuple[Path, dict[str, Any]]:
+    """report.json and report.html; the summary is derived from the sections."""
+    from worker.report.html import render_report_html
+    from worker.report.schema import Report, Summary
+
+    summary = Summary.from_sections(
+        sections["integrality"],
+        sections["accuracy"],
+        sections["performance"],
+        qconfig.calibrate_mode,
+        qconfig.do_simulation,
     )
-    data = report.model_dump(mode="json")
+    data = Report(summary=summary, provenance=provenance, **sections).model_dump(mode="json")
     report_path = out_dir / "report.json"
     report_path.write_text(json.dumps(data, indent=2))
-    from worker.report.html import render_report_html
-
     (out_dir / "report.html").write_text(render_report_html(data))
-    return PipelineResult(artifact, report_path, script_path, data)
+    return report_path, data
 
 
 def _version() -> str:

@@ -3,6 +3,8 @@ hand-computed values, power-of-two requantization, simulation."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import tvm
@@ -10,6 +12,7 @@ from tvm import relax
 
 import tests.models as models
 from worker import frontend
+from worker.build import compile_and_load
 from worker.qconfig import QConfig
 from worker.quantize.annotate import annotate
 from worker.quantize.calibrate import calibrate
@@ -19,6 +22,7 @@ from worker.quantize.prerequisite import prerequisite_optimize
 from worker.quantize.realize import realize
 
 TARGET = tvm.target.Target({"kind": "llvm"})
+RUN = partial(compile_and_load, target=TARGET)
 
 
 def _graph(model):
@@ -48,7 +52,7 @@ def _calibrated(mode: str, data: np.ndarray, **extra):
     graph = _graph(model)
     qconfig = QConfig(calibrate_mode=mode, skip_dense_layer=False, **extra)
     annotation = annotate(graph, partition(graph, qconfig), qconfig)
-    result = calibrate(graph, annotation, {"x": data}, qconfig, TARGET)
+    result = calibrate(graph, annotation, {"x": data}, qconfig, RUN)
     return graph, result
 
 
@@ -78,7 +82,7 @@ def test_power_of_two_config_requantizes_with_shifts_only():
     graph = _graph(models.small_cnn())
     qconfig = QConfig(skip_conv_layers=[], skip_dense_layer=False)
     annotation = annotate(graph, partition(graph, qconfig), qconfig)
-    result = calibrate(graph, annotation, None, qconfig, TARGET)
+    result = calibrate(graph, annotation, None, qconfig, RUN)
     qmod, _ = realize(graph, annotation, result.thresholds, qconfig)
     calls = [
         b.value
@@ -99,7 +103,7 @@ def test_simulation_is_float_and_close_to_realized():
     for simulate in (False, True):
         qconfig = QConfig(calibrate_mode="max", skip_conv_layers=[], do_simulation=simulate)
         annotation = annotate(graph, partition(graph, qconfig), qconfig)
-        result = calibrate(graph, annotation, data, qconfig, TARGET)
+        result = calibrate(graph, annotation, data, qconfig, RUN)
         qmod, realizer = realize(graph, annotation, result.thresholds, qconfig)
         if simulate:
             assert set(realizer.float_reasons.values()) >= {"simulation"}

@@ -15,12 +15,14 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from worker.build import compile_module, vm_of
 from worker.qconfig import QConfig
 from worker.quantize.annotate import Annotation
 from worker.quantize.calibration import Collector, make_collector
 from worker.quantize.graph import Graph, labels
 from worker.quantize.realize import probe_module
+
+#: Builds a module for the job's target and loads it (the pipeline's build.compile_and_load).
+Runner = Callable[[tvm.IRModule], relax.VirtualMachine]
 
 
 @dataclass
@@ -65,7 +67,7 @@ def calibrate(
     annotation: Annotation,
     calibration: dict[str, np.ndarray] | None,
     qconfig: QConfig,
-    target: tvm.target.Target,
+    run: Runner,
     progress: Callable[[float], None] = lambda fraction: None,
 ) -> CalibrationResult:
     mode = qconfig.calibrate_mode
@@ -98,7 +100,7 @@ def calibrate(
         count = len(next(iter(calibration.values())))
         steps = batch_count(count, batch, qconfig.calibration_batches)
         for done, chunk in enumerate(chunks):
-            vm = vm_of(compile_module(probe_module(graph, qconfig, chunk), target)) if chunk else None
+            vm = run(probe_module(graph, qconfig, chunk)) if chunk else None
             inputs_seen = {p: i for p, i in param_index.items() if p in collectors} if done == 0 else {}
             seen = 0
             # statistics of batch k are folded in on a second thread while the model runs batch k+1

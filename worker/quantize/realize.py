@@ -205,6 +205,11 @@ class Realizer:
             self.bb.emit_func_output(gv)
         return self.bb.get()
 
+    def layer_module(self, outputs: Sequence[relax.Expr]) -> tvm.IRModule:
+        """The same quantized module returning the dequantized values of `outputs` (per-layer
+        accuracy); a fresh walk, since a Realizer emits one module."""
+        return Realizer(self.graph, self.qconfig, self.quantized, self.thresholds).build(outputs)
+
 
 def realize(
     graph: Graph, annotation: Annotation, thresholds: dict[relax.Expr, float], qconfig: QConfig

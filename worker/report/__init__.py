@@ -1,1 +1,1 @@
-"""The verification report: schema, metrics, timing and HTML page (integrality analysis needs TVM)."""
+"""The verification report: schema, metrics, timing and HTML page (verify needs TVM)."""

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import numpy as np
 import tvm
 
-from worker.build import compile_module, vm_of
 from worker.qconfig import QConfig
+from worker.quantize.calibrate import Runner
 from worker.quantize.classify import OpInfo, classify, lowered_ops
 from worker.quantize.graph import Graph, labels
 from worker.quantize.realize import Realizer, probe_module
@@ -78,13 +78,13 @@ def accuracy(
     graph: Graph,
     realizer: Realizer,
     qconfig: QConfig,
-    target: tvm.target.Target,
+    run: Runner,
 ) -> Accuracy:
     outputs = [ErrorAccumulator() for _ in output_names]
     for inputs in eval_batches:
         for acc, ref, q in zip(outputs, _run(float_vm, inputs), _run(quant_vm, inputs), strict=True):
             acc.update(ref, q)
-    layers = _layer_accuracy(eval_batches[:MAX_LAYER_BATCHES], graph, realizer, qconfig, target)
+    layers = _layer_accuracy(eval_batches[:MAX_LAYER_BATCHES], graph, realizer, qconfig, run)
     batch = int(graph.params[0].ty.shape[0])
     return Accuracy(
         samples=len(eval_batches) * batch,
@@ -99,16 +99,15 @@ def _layer_accuracy(
     graph: Graph,
     realizer: Realizer,
     qconfig: QConfig,
-    target: tvm.target.Target,
+    run: Runner,
 ) -> list[LayerAccuracy]:
     """Each quantized layer's dequantized output against the float model's tensor there."""
     nodes = [n for n in graph.nodes if n in realizer.layers]
     if not nodes or qconfig.do_simulation:
         return []
     points = [n.var for n in nodes]
-    float_vm = vm_of(compile_module(probe_module(graph, qconfig, points), target))
-    debug = Realizer(graph, qconfig, realizer.quantized, realizer.thresholds).build(points)
-    quant_vm = vm_of(compile_module(debug, target))
+    float_vm = run(probe_module(graph, qconfig, points))
+    quant_vm = run(realizer.layer_module(points))
     accs = [ErrorAccumulator() for _ in nodes]
     for inputs in batches:
         for acc, ref, q in zip(accs, _run(float_vm, inputs), _run(quant_vm, inputs), strict=True):
