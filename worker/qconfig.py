@@ -18,9 +18,9 @@ IntDType = Literal["int8", "int16", "int32"]
 #: The target that builds for the worker's own CPU (resolved to its LLVM name by worker.build).
 NATIVE_TARGET = "native"
 
-#: Relax op names (without the "relax." prefix) that `exclude_ops` / `debug_enabled_ops` may name.
-#: Kept here, TVM-free, so the service validates a qconfig without importing the op registry;
-#: tests check it equals the registry's keys.
+#: Relax op names (without the "relax." prefix) that `exclude_ops` / `debug_enabled_ops` may name:
+#: the op registry's (worker/quantize/ops/) names, copied here TVM-free so that the service validates
+#: a qconfig without loading the registry. tests/quantize/test_units.py fails when they differ.
 QUANTIZABLE_OPS: tuple[str, ...] = (
     "add",
     "concat",
@@ -48,6 +48,13 @@ QUANTIZABLE_OPS: tuple[str, ...] = (
     "subtract",
     "tanh",
 )
+#: What the validators accept: QUANTIZABLE_OPS, plus each op the registry registers in this process.
+_ACCEPTED_OPS: set[str] = set(QUANTIZABLE_OPS)
+
+
+def accept_op(name: str) -> None:
+    """Called by the op registry for every rule it registers, so its names are accepted here."""
+    _ACCEPTED_OPS.add(name)
 
 
 class QConfig(BaseModel):
@@ -122,9 +129,9 @@ class QConfig(BaseModel):
     def _op_names(cls, v: list[str] | None) -> list[str] | None:
         if v is None:
             return None
-        unknown = [name for name in v if name.removeprefix("relax.") not in QUANTIZABLE_OPS]
+        unknown = [name for name in v if name.removeprefix("relax.") not in _ACCEPTED_OPS]
         if unknown:
-            raise ValueError(f"unknown op name(s) {unknown}; quantizable ops are {list(QUANTIZABLE_OPS)}")
+            raise ValueError(f"unknown op name(s) {unknown}; quantizable ops are {sorted(_ACCEPTED_OPS)}")
         return [name.removeprefix("relax.") for name in v]
 
     @field_validator("target")

@@ -50,10 +50,8 @@ def annotate(graph: Graph, partition: Partition, qconfig: QConfig) -> Annotation
     for node in graph.nodes:
         if node not in partition.quantized:
             continue
-        rule = rule_for(node.op)
         for arg in operands(graph, node):
             add(arg, "input")
-        needs_output = rule.calibrate_output or (rule.activation_output and qconfig.nbit_activation < 32)
-        if needs_output and rule.output_range is None:
+        if rule_for(node.op).output_threshold(qconfig):
             add(node.var, "activation")
     return result

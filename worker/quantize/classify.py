@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-import numpy as np
 import tvm
 from tvm import relax
 
-_MAC_OPS = {"relax.nn.conv2d", "relax.nn.conv2d_transpose", "relax.matmul"}
+from worker.quantize.graph import shape_of
+from worker.quantize.ops import rule_for
 
 
 @dataclass
@@ -36,30 +36,16 @@ def _is_int(dtype: str) -> bool:
     return dtype.startswith(("int", "uint", "bool"))
 
 
-def _macs(call: relax.Call, out_shape: tuple[int, ...]) -> int:
-    name = call.op.name
-    w_shape = [int(d) for d in call.args[1].ty.shape]
-    out = int(np.prod(out_shape))
-    if name == "relax.nn.conv2d":
-        return out * int(np.prod(w_shape[1:]))
-    if name == "relax.nn.conv2d_transpose":
-        groups = int(call.attrs.groups)
-        return (
-            int(np.prod([int(d) for d in call.args[0].ty.shape]))
-            * (w_shape[1] * groups)
-            * int(np.prod(w_shape[2:]))
-            // max(groups, 1)
-        )
-    return out * int(call.args[0].ty.shape[-1])
-
-
 def macs_by_var(func: relax.Function) -> dict[str, int]:
+    """Multiply-accumulates of every binding whose op rule counts them (OpRule.macs)."""
     out: dict[str, int] = {}
     for block in func.body.blocks:
         for b in block.bindings:
             v = b.value
-            if isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.Op) and v.op.name in _MAC_OPS:
-                out[b.var.name] = _macs(v, tuple(int(d) for d in b.var.ty.shape))
+            if isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.Op):
+                rule = rule_for(v.op.name.removeprefix("relax."))
+                if rule is not None and rule.macs is not None:
+                    out[b.var.name] = rule.macs(v, shape_of(b.var))
     return out
 
 

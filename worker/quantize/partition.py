@@ -7,6 +7,7 @@ The qconfig's skip_conv_layers / skip_dense_layer / exclude_ops / debug_enabled_
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from tvm import relax
@@ -14,6 +15,7 @@ from tvm import relax
 from worker.qconfig import QConfig
 from worker.quantize.graph import Graph, Node
 from worker.quantize.ops import rule_for
+from worker.quantize.ops.base import skipped_layer
 
 
 @dataclass
@@ -21,8 +23,9 @@ class Partition:
     quantized: set[Node] = field(default_factory=set)
     #: why each float op stayed float: "no rule", "excluded by qconfig", "skipped layer", ...
     reasons: dict[Node, str] = field(default_factory=dict)
-    #: conv layer index (graph order, as skip_conv_layers counts) of every conv node
-    conv_index: dict[Node, int] = field(default_factory=dict)
+    #: index of every conv / dense node among the layers of its kind (graph order, as
+    #: skip_conv_layers counts)
+    layer_index: dict[Node, int] = field(default_factory=dict)
 
 
 def is_quantized(graph: Graph, partition: Partition, expr: relax.Expr) -> bool:
@@ -50,7 +53,7 @@ def _excluded(op: str, qconfig: QConfig) -> bool:
 
 def partition(graph: Graph, qconfig: QConfig) -> Partition:
     result = Partition()
-    conv_count = 0
+    layers: Counter[str] = Counter()
     for node in graph.nodes:
         if node.op is None:
             continue
@@ -59,17 +62,17 @@ def partition(graph: Graph, qconfig: QConfig) -> Partition:
             result.reasons[node] = "no rule"
             continue
         layer = rule.layer(node)
-        if layer == "conv":
-            result.conv_index[node] = conv_count
-            conv_count += 1
+        if layer is not None:
+            result.layer_index[node] = layers[layer]
+            layers[layer] += 1
         if _excluded(node.op, qconfig):
             result.reasons[node] = "excluded by qconfig"
-        elif (layer == "conv" and result.conv_index[node] in qconfig.skip_conv_layers) or (
-            layer == "dense" and qconfig.skip_dense_layer
-        ):
+        elif layer is not None and skipped_layer(layer, result.layer_index[node], qconfig):
             result.reasons[node] = "skipped layer"
         elif (why := rule.accepts(node)) is not None:
             result.reasons[node] = f"unsupported: {why}"
+        elif (why := rule.keep_float(graph, node)) is not None:
+            result.reasons[node] = f"not int8-safe: {why}"
         elif rule.role == "compute" or any(is_quantized(graph, result, arg) for arg in node.call.args):
             result.quantized.add(node)
         else:

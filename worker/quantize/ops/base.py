@@ -1,9 +1,9 @@
 """What an op rule is, and what a rule may ask of the realize pass.
 
 Each quantizable Relax op has exactly one `OpRule` (registered in its family module): how the
-partition treats it (`role`), which operands need calibrated thresholds, which are weights, and
-how it is rewritten into integer ops (`realize`) — Relay's register_annotate_function and
-register_realize_function in one place.
+partition treats it (`role`, `layer`, `accepts`, `keep_float`), which operands need calibrated
+thresholds, which are weights, how it is rewritten into integer ops (`realize`) and how much work it
+is (`macs`) — Relay's register_annotate_function and register_realize_function in one place.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from tvm import relax
 
 from worker.qconfig import QConfig
-from worker.quantize.graph import Node
+from worker.quantize.graph import Graph, Node
 from worker.quantize.qtensor import Emitter, QTensor
 
 #: A value during realize: a float Relax expression, a quantized tensor, or a tuple of either.
@@ -47,6 +47,13 @@ class RealizeContext(Protocol):
 
 
 Role = Literal["compute", "follow"]
+#: The layers the qconfig names: conv layers (skip_conv_layers, by index) and dense (skip_dense_layer).
+LayerKind = Literal["conv", "dense"]
+
+
+def skipped_layer(kind: LayerKind, index: int, qconfig: QConfig) -> bool:
+    """Whether the qconfig keeps the `index`-th layer of this kind (graph order, from 0) float."""
+    return index in qconfig.skip_conv_layers if kind == "conv" else qconfig.skip_dense_layer
 
 
 @dataclass(frozen=True)
@@ -56,25 +63,37 @@ class OpRule:
     role: "compute" ops start a quantized region (their operands get quantized); "follow" ops are
     quantized only when an operand already is (Relay quantizes add/relu/pool only inside regions).
     accepts: returns why this particular call cannot be quantized (attributes, layout), or None.
-    layer: "conv" / "dense" for the qconfig's skip_conv_layers / skip_dense_layer, else None.
+    keep_float: returns why quantizing this call would lose its signal although the rule could
+    realize it (a pattern int8 cannot carry, such as the difference of two nearly equal tensors),
+    or None; it sees the whole graph.
+    layer: the LayerKind for the qconfig's skip_conv_layers / skip_dense_layer, else None.
     weights: operand index -> per-channel axis (None: per-tensor) of constant operands quantized
     as weights; used by realize and by the simulated (fake-quantized) module.
     output_range: a fixed |output| bound (sigmoid: 1) so the output needs no calibration;
     calibrate_output: the output threshold must be calibrated (LUTs without a fixed range, and
     activations when nbit_activation < 32).
     lut: the float function a 256-entry int8 table implements.
+    macs: multiply-accumulates of one call (its Relax call and output shape) for the report;
+    None for ops whose cost is not counted.
     """
 
     op: str
     role: Role
     realize: Callable[[RealizeContext, Node], Value]
     accepts: Callable[[Node], str | None] = lambda node: None
-    layer: Callable[[Node], str | None] = lambda node: None
+    keep_float: Callable[[Graph, Node], str | None] = lambda graph, node: None
+    layer: Callable[[Node], LayerKind | None] = lambda node: None
     weights: Callable[[Node], dict[int, int | None]] = lambda node: {}
     calibrate_output: bool = False
     activation_output: bool = False
     output_range: float | None = None
     lut: Callable[[np.ndarray, Node], np.ndarray] | None = None
+    macs: Callable[[relax.Call, tuple[int, ...]], int] | None = None
+
+    def output_threshold(self, qconfig: QConfig) -> bool:
+        """Whether the output is a QActivation edge that calibration must find a threshold for."""
+        needs = self.calibrate_output or (self.activation_output and qconfig.nbit_activation < 32)
+        return needs and self.output_range is None
 
 
 def fit_scale(scale: np.ndarray, ndim: int) -> np.ndarray:

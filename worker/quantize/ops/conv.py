@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from math import prod
 
 from tvm import relax
 from tvm.relax import op as R
 
-from worker.quantize.graph import Node, is_const
+from worker.quantize.graph import Node, is_const, shape_of
 from worker.quantize.ops import register
 from worker.quantize.ops.base import OpRule, RealizeContext, channel_scale
 from worker.quantize.qtensor import QTensor
@@ -62,6 +63,16 @@ def _realize(
     return realize
 
 
+def _conv2d_macs(call: relax.Call, out_shape: tuple[int, ...]) -> int:
+    """Every output element sums in_channels/groups x KH x KW products (OIHW weight)."""
+    return prod(out_shape) * prod(shape_of(call.args[1])[1:])
+
+
+def _conv2d_transpose_macs(call: relax.Call, out_shape: tuple[int, ...]) -> int:
+    """Every input element meets out_channels/groups x KH x KW weights (IOHW weight)."""
+    return prod(shape_of(call.args[0])) * prod(shape_of(call.args[1])[1:])
+
+
 _conv2d = _realize(R.nn.conv2d, "OIHW", lambda node: 0)
 _conv2d_transpose = _realize(R.nn.conv2d_transpose, "IOHW", _transpose_axis, ("output_padding",))
 
@@ -74,6 +85,7 @@ register(
         accepts=_accepts("NCHW", "OIHW"),
         layer=lambda node: "conv",
         weights=lambda node: {1: 0},
+        macs=_conv2d_macs,
     )
 )
 register(
@@ -84,5 +96,6 @@ register(
         accepts=_accepts("NCHW", "IOHW"),
         layer=lambda node: "conv",
         weights=lambda node: {1: _transpose_axis(node)},
+        macs=_conv2d_transpose_macs,
     )
 )

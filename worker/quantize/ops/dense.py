@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from math import prod
+
+from tvm import relax
 from tvm.relax import op as R
 
 from worker.quantize.graph import Node, is_const, shape_of
@@ -39,6 +42,11 @@ def _matmul(ctx: RealizeContext, node: Node) -> QTensor:
     return QTensor(out, "int32", a.scale * channel_scale(b.scale, ndim, ndim - 1))
 
 
+def _macs(call: relax.Call, out_shape: tuple[int, ...]) -> int:
+    """Every output element sums over the contracted (last) axis of the left-hand side."""
+    return prod(out_shape) * shape_of(call.args[0])[-1]
+
+
 register(
     OpRule(
         "matmul",
@@ -47,5 +55,6 @@ register(
         accepts=_accepts,
         layer=lambda node: "dense" if _is_dense(node) else None,
         weights=_weights,
+        macs=_macs,
     )
 )
