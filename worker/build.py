@@ -11,6 +11,20 @@ from tvm import relax
 
 from worker.errors import BuildError, QConfigError
 
+#: What TVM and our schedules raise when they cannot build a module (TVM's errors are RuntimeErrors).
+#: The fallbacks below catch only these: a soft time limit or a cancellation (plain Exceptions of the
+#: job runtime) must end the job, not send it down the fallback.
+BUILD_FAILURES: tuple[type[Exception], ...] = (
+    RuntimeError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    KeyError,
+    IndexError,
+    AssertionError,
+    NotImplementedError,
+)
+
 #: What a target without a CPU gets when this machine has AVX2: x86-64-v3 (AVX2 + FMA), so the
 #: AVX2 int8 kernels are used by default while the artifact still runs on any AVX2 CPU (not only on
 #: a CPU with this worker's AVX-512 or VNNI). Name an `mcpu` (or "native") to choose otherwise.
@@ -90,8 +104,8 @@ def make_target(spec: dict[str, Any]) -> tvm.target.Target:
         )
     try:
         return tvm.target.Target(spec)
-    except Exception as exc:  # TVM raises plain errors for unknown keys/values
-        raise BuildError(f"invalid target {spec!r}: {str(exc).splitlines()[0]}", field="target") from None
+    except BUILD_FAILURES as exc:  # TVM raises plain errors for unknown keys/values
+        raise BuildError(f"invalid target {spec!r}: {_first_line(exc)}", field="target") from None
 
 
 def compile_module(mod: tvm.IRModule, target: tvm.target.Target) -> relax.VMExecutable:
@@ -104,22 +118,20 @@ def compile_module(mod: tvm.IRModule, target: tvm.target.Target) -> relax.VMExec
 
     try:
         return fast_compile(mod, target)
-    except Exception as exc:
-        warnings.warn(
-            f"tvmq CPU pipeline failed ({str(exc).splitlines()[-1]}); using TVM's default", stacklevel=2
-        )
+    except BUILD_FAILURES as exc:
+        warnings.warn(f"tvmq CPU pipeline failed ({_last_line(exc)}); using TVM's default", stacklevel=2)
     try:
         return tvm.compile(mod, target)
-    except Exception as exc:
-        raise BuildError(f"tvm.compile failed for target {target}: {str(exc).splitlines()[-1]}") from exc
+    except BUILD_FAILURES as exc:
+        raise BuildError(f"tvm.compile failed for target {target}: {_last_line(exc)}") from exc
 
 
 def export(executable: relax.VMExecutable, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         executable.export_library(str(path))
-    except Exception as exc:
-        raise BuildError(f"exporting {path.name} failed: {str(exc).splitlines()[-1]}") from exc
+    except (*BUILD_FAILURES, OSError) as exc:
+        raise BuildError(f"exporting {path.name} failed: {_last_line(exc)}") from exc
     return path
 
 
@@ -136,3 +148,17 @@ def compile_and_load(mod: tvm.IRModule, target: tvm.target.Target) -> relax.Virt
 def load_vm(path: Path) -> relax.VirtualMachine:
     """The artifact contract: load_module + VirtualMachine on the CPU."""
     return relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
+
+
+def _lines(exc: BaseException) -> list[str]:
+    return [line for line in str(exc).splitlines() if line.strip()]
+
+
+def _first_line(exc: BaseException) -> str:
+    return next(iter(_lines(exc)), type(exc).__name__)
+
+
+def _last_line(exc: BaseException) -> str:
+    """The message of a TVM error (its last line, after the C++ backtrace); an exception without a
+    message (a bare AssertionError) is named by its type."""
+    return (_lines(exc) or [type(exc).__name__])[-1]
