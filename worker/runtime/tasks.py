@@ -55,6 +55,7 @@ def execute_job(job_id: str, jobs: JobStore, blobs: BlobStore) -> dict[str, Any]
 
     outcome: dict[str, Any] = {"state": "succeeded"}
     try:
+        keep_control_flow_through_tvm()
         from worker.pipeline import run_pipeline
 
         run_pipeline(
@@ -90,6 +91,16 @@ def execute_job(job_id: str, jobs: JobStore, blobs: BlobStore) -> dict[str, Any]
         if current is None or current.state == "cancelled":
             blobs.delete(job_id)
     return {"job_id": job_id, "ran": True, "recorded": recorded, **outcome}
+
+
+def keep_control_flow_through_tvm() -> None:
+    """A soft time limit or a cancellation raised while TVM is calling back into Python leaves TVM's
+    FFI as a RuntimeError unless its class is registered there; registered, it stays itself, so the
+    pipeline's build fallbacks (which catch RuntimeError) cannot mistake it for a TVM failure."""
+    import tvm_ffi
+
+    for cls in (SoftTimeLimitExceeded, JobCancelled):
+        tvm_ffi.register_error(cls)
 
 
 def _failed(code: str, message: str) -> dict[str, Any]:
