@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path, PurePath
 from typing import Annotated
@@ -19,6 +20,7 @@ from worker.runtime.celery_app import TASK_NAME
 from worker.runtime.jobs import new_job_id
 
 router = APIRouter(tags=["jobs"])
+log = logging.getLogger(__name__)
 
 
 class Submitted(BaseModel):
@@ -34,6 +36,16 @@ def _save(upload: UploadFile, field: str, limit: int, dest: Path) -> None:
         shutil.copyfileobj(upload.file, out, length=1024 * 1024)
     if dest.stat().st_size > limit:
         raise too_large(field, limit)
+
+
+def _discard(ctx: Context, job_id: str) -> None:
+    """Undo a submission that was not queued: its files and its record (the client never got the id,
+    and a `queued` record with no message behind it would stay queued forever)."""
+    ctx.blobs.delete(job_id)
+    try:
+        ctx.jobs.delete(job_id)
+    except RedisError:
+        log.warning("job %s was not queued and its record could not be deleted (Redis is down)", job_id)
 
 
 @router.post(
@@ -86,13 +98,12 @@ def submit(
         )
         ctx.celery.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=settings.celery_queue)
     except (RedisError, KombuError) as exc:
-        ctx.blobs.delete(job_id)
+        _discard(ctx, job_id)
         raise ApiError(
             503, "E_UNAVAILABLE", f"the job queue is unreachable ({exc}); try again later"
         ) from None
     except BaseException:
-        ctx.blobs.delete(job_id)
-        ctx.jobs.delete(job_id)
+        _discard(ctx, job_id)
         raise
     status_url = str(request.url_for("get_job", job_id=job_id))
     response.headers["Location"] = status_url

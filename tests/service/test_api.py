@@ -234,3 +234,18 @@ def test_every_pipeline_error_code_has_an_http_status() -> None:
     codes = {cls.code for cls in family(errors.QuantizeError)}
     assert codes == set(STATUS_OF_CODE)
     assert all(not hasattr(cls, "http_status") for cls in family(errors.QuantizeError))
+
+
+def test_a_submission_that_cannot_be_queued_leaves_no_record(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kombu.exceptions import OperationalError
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise OperationalError("Error 111 connecting to the broker")
+
+    monkeypatch.setattr(client.app.state.context.celery, "send_task", unreachable)
+    response = client.post("/quantize", **submission(conv_model_bytes()))
+    assert _problem(response, 503, "E_UNAVAILABLE") == {}
+    assert client.get("/jobs").json()["total"] == 0
+    assert not any((settings.storage_dir / "jobs").iterdir())
