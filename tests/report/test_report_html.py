@@ -108,3 +108,12 @@ def test_no_layers_means_no_chart(sample_report: dict[str, Any]) -> None:
     report["accuracy"]["layers"] = []
     page = render_report_html(report)
     assert 'id="sqnr-chart"' not in page and "No per-layer measurements." in page
+
+
+def test_why_float_shows_the_partitions_reason(sample_report: dict[str, Any]) -> None:
+    report = copy.deepcopy(sample_report)
+    row = next(op for op in report["integrality"]["ops"] if op["reason"] == "skipped layer")
+    row["reason"] = "unsupported: layout NHWC/OHWI (only NCHW/OIHW)"
+    page = render_report_html(report)
+    cells = re.findall(r"<tr class=\"float[^\"]*\">(?:<td[^>]*>.*?</td>){7}<td>(.*?)</td></tr>", page)
+    assert "unsupported: layout NHWC/OHWI (only NCHW/OIHW)" in cells, cells

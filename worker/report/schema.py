@@ -18,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 SCHEMA_VERSION = "1.0"
 
 OpGroup = Literal["prefix", "core", "suffix", "float_fallback"]
-#: Why an op kept float dtypes. "simulation" means do_simulation built the fake-quantized float module.
-FloatReason = Literal["no rule", "excluded by qconfig", "skipped layer", "simulation"]
+#: Why an op kept float dtypes, as the partition decided it: "no rule", "excluded by qconfig",
+#: "skipped layer", "unsupported: <what its rule refuses>", "not int8-safe: <pattern>", "float
+#: operands (...)"; "simulation" means do_simulation built the fake-quantized float module.
+FloatReason = Annotated[str, StringConstraints(min_length=1)]
 TensorKind = Literal["input", "activation", "weight"]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 

@@ -24,7 +24,6 @@ from worker.report.schema import (
 
 #: per-layer comparison cost grows with layers x batches; these bound it for big models
 MAX_LAYER_BATCHES = 8
-_REASONS = {"excluded by qconfig", "skipped layer", "simulation"}
 
 
 def _as_list(out: object) -> list[np.ndarray]:
@@ -38,9 +37,8 @@ def _run(vm: tvm.relax.VirtualMachine, inputs: list[np.ndarray]) -> list[np.ndar
 
 
 def _reason(op: OpInfo, reasons: dict[str, str]) -> str | None:
-    if op.integral or op.var not in reasons:
-        return None
-    return reasons[op.var] if reasons[op.var] in _REASONS else "no rule"
+    """The partition's own reason, as it gave it ("unsupported: layout NHWC/OIHW ...", not "no rule")."""
+    return None if op.integral else reasons.get(op.var)
 
 
 def integrality(qmod: tvm.IRModule, reasons: dict[str, str]) -> Integrality:
