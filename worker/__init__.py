@@ -1,5 +1,5 @@
-"""tvmq worker side: the quantization pipeline, its command line and the Celery app.
+"""tvmq worker side: the quantization pipeline, its command line and the job runtime (runtime/).
 
 Importing this package must stay cheap and TVM-free: the HTTP service imports `worker.qconfig`,
-`worker.errors` and `worker.report.schema` and must not pay for (or depend on) TVM.
+`worker.errors`, `worker.report.schema` and `worker.runtime` and must not pay for (or depend on) TVM.
 """
