@@ -155,6 +155,8 @@ def package_graph(graph: dict[str, list[Import]]) -> dict[str, dict[str, bool]]:
     edges: dict[str, dict[str, bool]] = defaultdict(dict)
     for module, imports in graph.items():
         src = package(module)
+        if src == "worker":  # the namespace package itself
+            continue
         edges.setdefault(src, {})
         for i in imports:
             dst = package(i.target)
