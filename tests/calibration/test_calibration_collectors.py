@@ -9,6 +9,8 @@ from worker.errors import CalibrationError, QConfigError
 from worker.quantize.calibration import Collector, make_collector
 from worker.quantize.calibration.collectors import MODES, ZERO_TENSOR_THRESHOLD
 
+DATA_MODES = [m for m in MODES if m != "global_scale"]
+
 
 def state_nbytes(collector: Collector) -> int:
     """Bytes of every numpy array the collector holds, one level of attributes deep."""
@@ -59,7 +61,7 @@ def test_percentile_matches_numpy(q: float) -> None:
         collector.update(batch)
     everything = np.abs(np.concatenate([b.ravel() for b in batches]))
     bin_width = 2 * float(everything.max()) / (1 << 15)
-    assert collector.threshold() == pytest.approx(np.percentile(everything, q), abs=bin_width)
+    assert collector.own_threshold() == pytest.approx(np.percentile(everything, q), abs=bin_width)
 
 
 def test_default_percentile_is_99_999() -> None:
@@ -70,7 +72,7 @@ def test_default_percentile_is_99_999() -> None:
     assert collector.threshold() == pytest.approx(np.percentile(np.abs(data), 99.999), abs=1e-4)
 
 
-@pytest.mark.parametrize("mode", ["max", "percentile", "kl_divergence"])
+@pytest.mark.parametrize("mode", DATA_MODES)
 def test_all_zero_tensor_gets_a_positive_threshold(mode: str) -> None:
     collector = make_collector(mode)
     collector.update(np.zeros((1, 4, 8, 8), np.float32))
@@ -84,6 +86,17 @@ def test_constant_tensor_threshold_is_its_magnitude(mode: str, value: float) -> 
     collector = make_collector(mode)
     collector.update(np.full((2, 3, 5), value, np.float32))
     assert collector.threshold() == pytest.approx(abs(value), rel=1e-6)
+    assert collector.choice().clipped == 0.0
+
+
+@pytest.mark.parametrize("value", [3.0, -0.7, 1e-30])
+def test_mse_puts_a_constant_on_the_top_level(value: float) -> None:
+    """The one value is exact when it is the top level: T = |v| * 128 / 127, error ~0."""
+    collector = make_collector("mse")
+    collector.update(np.full((2, 3, 5), value, np.float32))
+    choice = collector.choice()
+    assert choice.threshold == pytest.approx(abs(value) * 128 / 127, rel=1e-6)
+    assert choice.clipped == 0.0 and choice.mse_vs_max < 1e-3  # the top bin spreads its values
 
 
 def test_percentile_of_a_mostly_zero_tensor_falls_back_to_the_max() -> None:
@@ -94,7 +107,7 @@ def test_percentile_of_a_mostly_zero_tensor_falls_back_to_the_max() -> None:
     assert collector.threshold() == 2.0
 
 
-@pytest.mark.parametrize("mode", ["max", "percentile", "kl_divergence"])
+@pytest.mark.parametrize("mode", DATA_MODES)
 def test_state_does_not_grow_with_batches(mode: str) -> None:
     collector = make_collector(mode)
     batches = growing_batches(40, seed=4)
@@ -107,14 +120,14 @@ def test_state_does_not_grow_with_batches(mode: str) -> None:
     assert 0 < collector.threshold() <= 40 * 6  # the last batch is ~N(0, 40²)
 
 
-@pytest.mark.parametrize("mode", ["max", "percentile", "kl_divergence"])
+@pytest.mark.parametrize("mode", DATA_MODES)
 def test_non_finite_activation_is_a_calibration_error(mode: str) -> None:
     collector = make_collector(mode)
     with pytest.raises(CalibrationError, match="NaN or infinite"):
         collector.update(np.array([1.0, np.inf], np.float32))
 
 
-@pytest.mark.parametrize("mode", ["max", "percentile", "kl_divergence"])
+@pytest.mark.parametrize("mode", DATA_MODES)
 def test_threshold_without_batches_is_a_calibration_error(mode: str) -> None:
     with pytest.raises(CalibrationError) as info:
         make_collector(mode).threshold()
@@ -129,8 +142,8 @@ def test_threshold_without_batches_is_a_calibration_error(mode: str) -> None:
         ("percentile", {"percentile": 100.5}, "percentile"),
         ("global_scale", {"global_scale": 0.0}, "global_scale"),
         ("global_scale", {"global_scale": float("nan")}, "global_scale"),
-        ("kl_divergence", {"nbit": 16}, "calibrate_mode"),
         ("kl_divergence", {"nbit": 1}, "calibrate_mode"),
+        ("mse", {"nbit": 33}, "calibrate_mode"),
     ],
 )
 def test_bad_settings_are_qconfig_errors(mode: str, kwargs: dict[str, float], field: str) -> None:

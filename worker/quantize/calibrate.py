@@ -17,7 +17,7 @@ from tvm import relax
 
 from worker.qconfig import QConfig
 from worker.quantize.annotate import Annotation
-from worker.quantize.calibration import Collector, make_collector
+from worker.quantize.calibration import Choice, Collector, make_collector
 from worker.quantize.graph import Graph, labels
 from worker.quantize.realize import probe_module
 
@@ -31,8 +31,8 @@ class CalibrationResult:
     method: str
     samples: int = 0
     batches: int = 0
-    #: per point: (name, threshold, kind)
-    table: list[tuple[str, float, str]] = field(default_factory=list)
+    #: per point: (name, kind, bits it is quantized to, the collector's choice)
+    table: list[tuple[str, str, int, Choice]] = field(default_factory=list)
 
 
 def batches(
@@ -72,16 +72,17 @@ def calibrate(
 ) -> CalibrationResult:
     mode = qconfig.calibrate_mode
     points = annotation.points
-    nbits = {
-        p: qconfig.nbit_input if annotation.kinds[p] == "input" else qconfig.nbit_activation for p in points
-    }
+    # activations are requantized to nbit_activation; with 32 the only calibrated outputs are
+    # lookup tables, whose outputs are nbit_input integers
+    activation_bits = qconfig.nbit_activation if qconfig.nbit_activation < 32 else qconfig.nbit_input
+    nbits = {p: qconfig.nbit_input if annotation.kinds[p] == "input" else activation_bits for p in points}
     # Model inputs are often discrete (images in k/255 steps, one-hot, masks): an entropy search
     # over a histogram of a few spikes clips real signal, so kl_divergence takes their max.
     collectors = {
         p: make_collector(
             "max" if mode == "kl_divergence" and p in graph.params else mode,
             percentile=qconfig.percentile,
-            nbit=min(nbits[p], 8),
+            nbit=nbits[p],
             global_scale=qconfig.global_scale,
         )
         for p in points
@@ -122,6 +123,7 @@ def calibrate(
             result.batches, result.samples = seen, seen * batch
     names = labels(graph)
     for p, c in collectors.items():
-        result.thresholds[p] = float(c.threshold())
-        result.table.append((names[p], result.thresholds[p], annotation.kinds[p]))
+        choice = c.choice()
+        result.thresholds[p] = choice.threshold
+        result.table.append((names[p], annotation.kinds[p], nbits[p], choice))
     return result

@@ -63,12 +63,26 @@ def kl_divergences(counts: np.ndarray, levels: int, stops: np.ndarray) -> np.nda
     return out
 
 
+#: Candidates keep at least this share of the non-zero values: the bulk is never clipped.
+KL_MIN_KEPT = 0.99
+
+
 def best_stop(counts: np.ndarray, levels: int) -> int:
     """Number of bins to keep (threshold = stop * bin width) minimizing the divergence.
 
-    Candidates run from `levels` bins (fewer would not even fill the integer range) up to the last
-    non-empty bin; ties go to the smaller threshold. `counts` must have a non-zero entry.
+    Candidates run from the first stop that keeps `KL_MIN_KEPT` of the values (and at least
+    `levels` bins, fewer would not even fill the integer range) up to the last non-empty bin; ties
+    go to the smaller threshold. `counts` must have a non-zero entry.
+
+    Why the floor: the divergence compares shapes, each side normalized. When a tensor's |x| never
+    comes near zero (a gate in [0.2, 1], raw pixels, a shifted input) a stop just above the smallest
+    |x| keeps a few bins that all fall in the last quantization level; P (the clipped mass piled on
+    the last bin) and Q (that level spread over its non-empty bins) are then the same near-delta and
+    the divergence is ~0, a tie with the full range that the smaller threshold wins: 60-100 % of the
+    values clipped. A stop that keeps the bulk cannot make P a delta.
     """
     occupied = int(np.flatnonzero(counts)[-1]) + 1
-    stops = np.arange(min(levels, occupied), occupied + 1)
+    cumulative = np.cumsum(counts)
+    bulk = int(np.searchsorted(cumulative, KL_MIN_KEPT * cumulative[-1], side="left")) + 1
+    stops = np.arange(min(max(levels, bulk), occupied), occupied + 1)
     return int(stops[np.argmin(kl_divergences(counts, levels, stops))])
