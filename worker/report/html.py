@@ -341,6 +341,14 @@ def _performance(p: Performance) -> str:
     )
 
 
+def _share(value: float | None) -> str:
+    return "" if value is None else f"{value * 100:.3g} %"
+
+
+def _number(value: float | None, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
+
+
 def _calibration(cal: Calibration) -> str:
     rows = [
         [
@@ -349,13 +357,24 @@ def _calibration(cal: Calibration) -> str:
             _e(t.method),
             _e(_values(t.threshold)),
             _e(_values(t.scale)),
+            _e(_share(t.clipped)),
+            _e(_number(t.mse_vs_max, ".3f")),
+            _e(_number(t.sqnr_db, ".1f")),
         ]
         for t in cal.tensors
     ]
-    table = _table(["Tensor", "Kind", "Method", "Threshold", "Scale"], rows)
+    table = _table(
+        ["Tensor", "Kind", "Method", "Threshold", "Scale", "Clipped", "MSE vs max", "SQNR dB (expected)"],
+        rows,
+        numeric=(5, 6, 7),
+    )
+    fallbacks = sum(t.method.startswith("max (fallback") for t in cal.tensors)
+    note = f" {fallbacks} tensor(s) fell back to max: the mode's threshold was worse." if fallbacks else ""
     return (
         f'<section id="calibration"><h2>Calibration</h2><p class="sub">Method {_e(cal.method)}: '
-        f"{cal.samples_seen} samples in {cal.batches} batches.</p>{table}</section>"
+        f"{cal.samples_seen} samples in {cal.batches} batches.{_e(note)} Clipped, MSE vs max (expected "
+        "quantization error relative to the max threshold's, above 1 = worse) and SQNR are read from "
+        f"the calibration histogram.</p>{table}</section>"
     )
 
 

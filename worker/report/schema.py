@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 OpGroup = Literal["prefix", "core", "suffix", "float_fallback"]
 #: Why an op kept float dtypes, as the partition decided it: "no rule", "excluded by qconfig",
@@ -139,8 +139,24 @@ class TensorCalibration(_Strict):
     name: str
     threshold: float | list[float] = Field(description="clip range; a list when per-channel")
     scale: float | list[float] = Field(description="real value of one integer step; a list when per-channel")
-    method: str = Field(description='how it was chosen, e.g. "kl_divergence", "power2"')
+    method: str = Field(
+        description='the mode that chose the threshold, e.g. "kl_divergence", "power2", or '
+        '"max (fallback from kl_divergence)" when the mode\'s own choice was worse than max\'s'
+    )
     kind: TensorKind
+    nbit: int = Field(ge=2, le=32, description="bits the tensor is quantized to")
+    clipped: float | None = Field(
+        None, ge=0.0, le=1.0, description="share of the calibration values above the threshold"
+    )
+    mse_vs_max: float | None = Field(
+        None,
+        ge=0.0,
+        description="expected quantization MSE (rounding + clipping, from the calibration histogram) "
+        "relative to the max threshold's: above 1 the mode lost resolution against max",
+    )
+    sqnr_db: float | None = Field(
+        None, description="expected signal-to-quantization-noise ratio on the calibration histogram"
+    )
 
 
 class Calibration(_Strict):
@@ -204,7 +220,7 @@ class Summary(_Strict):
 
 
 class Report(_Strict):
-    schema_version: Literal["1.0"] = SCHEMA_VERSION
+    schema_version: Literal["1.1"] = SCHEMA_VERSION
     summary: Summary
     integrality: Integrality
     accuracy: Accuracy

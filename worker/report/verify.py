@@ -9,6 +9,7 @@ import tvm
 
 from worker.qconfig import QConfig
 from worker.quantize.calibrate import Runner
+from worker.quantize.calibration import Choice
 from worker.quantize.classify import OpInfo, classify, lowered_ops
 from worker.quantize.graph import Graph, labels
 from worker.quantize.realize import Realizer, probe_module
@@ -118,13 +119,24 @@ def calibration_section(
     method: str,
     samples: int,
     batches: int,
-    table: list[tuple[str, float, str]],
+    table: list[tuple[str, str, int, Choice]],
     nbits: dict[str, int],
     weights: Iterator[tuple[str, np.ndarray, str]],
 ) -> Calibration:
+    """Activations as the collectors chose them (with their error figures), then the weights."""
     tensors = [
-        TensorCalibration(name=name, threshold=t, scale=t / 2 ** (nbits[kind] - 1), method=method, kind=kind)
-        for name, t, kind in table
+        TensorCalibration(
+            name=name,
+            threshold=c.threshold,
+            scale=c.threshold / 2 ** (nbit - 1),
+            method=c.method,
+            kind=kind,
+            nbit=nbit,
+            clipped=c.clipped,
+            mse_vs_max=c.mse_vs_max,
+            sqnr_db=c.sqnr_db,
+        )
+        for name, kind, nbit, c in table
     ]
     top = 2 ** (nbits["weight"] - 1)
     for name, scale, wmethod in weights:
@@ -136,6 +148,7 @@ def calibration_section(
                 scale=values if len(values) > 1 else values[0],
                 method=wmethod,
                 kind="weight",
+                nbit=nbits["weight"],
             )
         )
     return Calibration(method=method, samples_seen=samples, batches=batches, tensors=tensors)
