@@ -1,7 +1,11 @@
-"""The quantization config: Relay's `qconfig` fields and defaults, validated strictly.
+"""The quantization config: Relay's `qconfig` fields, validated strictly, with defaults that work.
 
 Relay silently ignored misspelled keys; here an unknown key or an out-of-range value is a
-`QConfigError` naming the field. This module is imported by the HTTP service: no TVM import.
+`QConfigError` naming the field. Relay's defaults (one global threshold of 8.0, the first conv and
+every dense left in float) collapse real models, so the defaults calibrate from data with
+per-channel weights and quantize every layer; `"preset": "relay"` restores Relay's exact defaults,
+and keys given explicitly override either. This module is imported by the HTTP service: no TVM
+import.
 """
 
 from __future__ import annotations
@@ -57,11 +61,29 @@ def accept_op(name: str) -> None:
     _ACCEPTED_OPS.add(name)
 
 
+#: `relay.quantize.qconfig()`'s defaults where ours differ: what `"preset": "relay"` fills in.
+RELAY_PRESET: dict[str, Any] = {
+    "calibrate_mode": "global_scale",
+    "weight_scale": "power2",
+    "per_channel": False,
+    "skip_conv_layers": [0],
+    "skip_dense_layer": True,
+    "partition_conversions": "disabled",
+}
+PRESETS: dict[str, dict[str, Any]] = {"tvmq": {}, "relay": RELAY_PRESET}
+
+
 class QConfig(BaseModel):
-    """One job's quantization settings. Defaults are Relay's `relay.quantize.qconfig()` defaults."""
+    """One job's quantization settings. Defaults are tvmq's (`preset` "tvmq"); preset "relay" gives
+    Relay's `relay.quantize.qconfig()` defaults."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
+    preset: Literal["tvmq", "relay"] = Field(
+        "tvmq",
+        description="defaults for the keys not given: tvmq's, or Relay's exact qconfig() defaults "
+        f"({', '.join(f'{k}={v!r}' for k, v in RELAY_PRESET.items())})",
+    )
     nbit_input: int = Field(8, ge=2, le=8, description="bits of quantized inputs to compute ops")
     nbit_weight: int = Field(8, ge=2, le=8, description="bits of quantized weights")
     nbit_activation: int = Field(
@@ -70,15 +92,19 @@ class QConfig(BaseModel):
     dtype_input: IntDType = "int8"
     dtype_weight: IntDType = "int8"
     dtype_activation: IntDType = "int32"
-    calibrate_mode: Literal["global_scale", "max", "percentile", "kl_divergence"] = "global_scale"
+    calibrate_mode: Literal["global_scale", "max", "percentile", "kl_divergence", "mse"] = Field(
+        "max",
+        description="activation thresholds: global_scale (no data), max, percentile, kl_divergence, mse; "
+        "a data-driven mode's threshold worse than max's in expected error falls back to max",
+    )
     global_scale: float = Field(8.0, gt=0, le=1e6, description="activation threshold for global_scale")
-    weight_scale: Literal["power2", "max"] = "power2"
-    per_channel: bool = Field(False, description="one weight scale per output channel")
+    weight_scale: Literal["power2", "max"] = "max"
+    per_channel: bool = Field(True, description="one weight scale per output channel")
     percentile: float = Field(99.999, gt=50.0, le=100.0, description="percentile mode: |x| percentile")
     skip_conv_layers: list[int] | None = Field(
-        default_factory=lambda: [0], description="indices of conv layers (in graph order) left in float"
+        default_factory=list, description="indices of conv layers (in graph order) left in float"
     )
-    skip_dense_layer: bool = Field(True, description="keep every dense (Gemm/MatMul with weights) in float")
+    skip_dense_layer: bool = Field(False, description="keep every dense (Gemm/MatMul with weights) in float")
     exclude_ops: list[str] = Field(default_factory=list, description="op names that always stay float")
     debug_enabled_ops: list[str] | None = Field(
         None, description="if set, only these op names are quantized (Relay's debug_enabled_ops)"
@@ -95,12 +121,20 @@ class QConfig(BaseModel):
     holdout_samples: int | None = Field(
         None, ge=0, description="samples kept out of calibration for the accuracy report (default N//5)"
     )
-    partition_conversions: Literal["disabled", "enabled", "fully_integral"] = "disabled"
+    partition_conversions: Literal["disabled", "enabled", "fully_integral"] = "enabled"
     target: str | dict[str, Any] = Field(
         "llvm",
         description='TVM target: "llvm", "native" (the worker\'s CPU), "llvm -mcpu=znver3" or a dict',
     )
     bench_runs: int = Field(20, ge=1, le=10000, description="timed runs per build in the report")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        """Fill the preset's values for the keys not given (an unknown preset is left to the field)."""
+        if isinstance(data, dict) and data.get("preset") in PRESETS:
+            return {**PRESETS[data["preset"]], **data}
+        return data
 
     @field_validator("nbit_activation")
     @classmethod

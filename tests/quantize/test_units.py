@@ -15,14 +15,6 @@ from worker.quantize.ops import RULES
 from worker.quantize.qtensor import Emitter, QTensor, fixed_point
 
 
-def test_qconfig_defaults_are_relays():
-    q = QConfig()
-    assert (q.nbit_input, q.nbit_weight, q.nbit_activation) == (8, 8, 32)
-    assert (q.calibrate_mode, q.global_scale, q.weight_scale) == ("global_scale", 8.0, "power2")
-    assert (q.skip_conv_layers, q.skip_dense_layer, q.rounding) == ([0], True, "UPWARD")
-    assert (q.partition_conversions, q.calibrate_chunk_by, q.do_simulation) == ("disabled", -1, False)
-
-
 @pytest.mark.parametrize(
     ("data", "field"),
     [

@@ -141,7 +141,7 @@ class TensorCalibration(_Strict):
     scale: float | list[float] = Field(description="real value of one integer step; a list when per-channel")
     method: str = Field(
         description='the mode that chose the threshold, e.g. "kl_divergence", "power2", or '
-        '"max (fallback from kl_divergence)" when the mode\'s own choice was worse than max\'s'
+        "\"max (fallback from kl_divergence)\" when the mode's own choice was worse than max's"
     )
     kind: TensorKind
     nbit: int = Field(ge=2, le=32, description="bits the tensor is quantized to")

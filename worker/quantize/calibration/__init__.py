@@ -1,4 +1,4 @@
-"""Calibration statistics (numpy only): activation collectors (with their safety check) and weight thresholds."""
+"""Calibration statistics (numpy only): activation collectors, their safety check, weight thresholds."""
 
 from worker.quantize.calibration.collectors import Choice, Collector, make_collector
 from worker.quantize.calibration.weights import power2_round_up, weight_threshold

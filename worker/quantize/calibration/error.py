@@ -51,9 +51,8 @@ class HistogramError:
         if occupied.size:
             self.high[-1] = max(min(self.high[-1], histogram.max), self.low[-1] + width * 1e-6)
         #: mean of x**2 over all values (zeros included): the signal power of the SQNR estimate
-        self.power = float(
-            np.sum(self.counts * (self.high**2 + self.high * self.low + self.low**2) / 3.0) / max(self.total, 1)
-        )
+        second_moment = (self.high**2 + self.high * self.low + self.low**2) / 3.0
+        self.power = float(np.sum(self.counts * second_moment) / max(self.total, 1))
 
     def mse(self, thresholds: np.ndarray | float) -> np.ndarray:
         """Expected squared error per value seen, for each threshold (> 0)."""
