@@ -159,7 +159,15 @@ def build_sample_report(*, with_core_float: bool = True, hostile_name: str | Non
         batches=10,
         tensors=[
             TensorCalibration(
-                name="input", threshold=2.64, scale=2.64 / 127, method="kl_divergence", kind="input"
+                name="input",
+                threshold=2.64,
+                scale=2.64 / 128,
+                method="kl_divergence",
+                kind="input",
+                nbit=8,
+                clipped=0.0004,
+                mse_vs_max=0.82,
+                sqnr_db=38.5,
             ),
             TensorCalibration(
                 name="conv1.weight",
@@ -167,9 +175,18 @@ def build_sample_report(*, with_core_float: bool = True, hostile_name: str | Non
                 scale=[0.51 / 127, 0.33 / 127, 0.78 / 127],
                 method="max",
                 kind="weight",
+                nbit=8,
             ),
             TensorCalibration(
-                name="relu1", threshold=6.1, scale=6.1 / 127, method="kl_divergence", kind="activation"
+                name="relu1",
+                threshold=6.1,
+                scale=6.1 / 128,
+                method="max (fallback from kl_divergence)",
+                kind="activation",
+                nbit=8,
+                clipped=0.0,
+                mse_vs_max=1.0,
+                sqnr_db=31.2,
             ),
         ],
     )

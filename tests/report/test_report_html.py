@@ -117,3 +117,10 @@ def test_why_float_shows_the_partitions_reason(sample_report: dict[str, Any]) ->
     page = render_report_html(report)
     cells = re.findall(r"<tr class=\"float[^\"]*\">(?:<td[^>]*>.*?</td>){7}<td>(.*?)</td></tr>", page)
     assert "unsupported: layout NHWC/OHWI (only NCHW/OIHW)" in cells, cells
+
+
+def test_calibration_table_shows_each_tensors_choice(sample_report: dict[str, Any]) -> None:
+    text = " ".join(_parse(render_report_html(sample_report)).text)
+    assert "max (fallback from kl_divergence)" in text
+    assert "1 tensor(s) fell back to max" in text
+    assert "0.04 %" in text and "0.820" in text and "38.5" in text  # clipped, MSE vs max, SQNR

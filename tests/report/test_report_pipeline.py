@@ -41,6 +41,9 @@ def test_report_validates_and_numbers_come_from_runs(tmp_path):
     assert perf.weight_bytes_quantized < perf.weight_bytes_float
     assert report.accuracy.held_out and report.accuracy.samples == 4  # 20 // 5 held out
     assert report.calibration.samples_seen == 16
+    activations = [t for t in report.calibration.tensors if t.kind != "weight"]
+    assert activations and all(t.method == "max" and t.mse_vs_max == 1.0 for t in activations)
+    assert all(t.clipped == 0.0 and t.sqnr_db > 20 and t.nbit == 8 for t in activations)
     assert report.integrality.fully_integral and report.integrality.counts.integer_macs > 0
     assert [layer.name for layer in report.accuracy.layers][:1] == ["nn.conv2d#0"]
     groups = {op.group for op in report.integrality.ops}
@@ -51,7 +54,12 @@ def test_report_validates_and_numbers_come_from_runs(tmp_path):
 def test_skipped_layers_are_float_fallback_with_reason(tmp_path):
     model = models.small_cnn()
     result = quantize(
-        tmp_path, model, models.random_calibration(model, 10, 0), calibrate_mode="max", bench_runs=2
+        tmp_path,
+        model,
+        models.random_calibration(model, 10, 0),
+        preset="relay",
+        calibrate_mode="max",
+        bench_runs=2,
     )  # Relay defaults: first conv and the dense head stay float
     ops = result.report["integrality"]["ops"]
     fallback = [op for op in ops if op["group"] == "float_fallback"]

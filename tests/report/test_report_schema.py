@@ -16,7 +16,7 @@ def test_round_trip_through_json(sample_report: dict[str, Any]) -> None:
     text = json.dumps(sample_report)
     again = Report.model_validate_json(text)
     assert again.model_dump(mode="json") == sample_report
-    assert again.schema_version == SCHEMA_VERSION == "1.0"
+    assert again.schema_version == SCHEMA_VERSION == "1.1"
 
 
 @pytest.mark.parametrize(

