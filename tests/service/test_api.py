@@ -22,6 +22,8 @@ from worker.runtime.settings import Settings
 pytestmark = pytest.mark.redis
 
 MAX_MODE = json.dumps({"calibrate_mode": "max"})
+#: the only mode that runs without calibration data (the default qconfig needs data)
+GLOBAL_SCALE = json.dumps({"calibrate_mode": "global_scale"})
 
 
 def test_qconfig_schema_lists_relay_fields(client: TestClient) -> None:
@@ -74,11 +76,16 @@ def test_submit_then_409_until_finished_then_cancel(client: TestClient, settings
 
 
 def test_calibration_optional_for_global_scale(client: TestClient) -> None:
-    assert client.post("/quantize", **submission(conv_model_bytes())).status_code == 202
+    assert client.post("/quantize", **submission(conv_model_bytes(), qconfig=GLOBAL_SCALE)).status_code == 202
+    relay = client.post("/quantize", **submission(conv_model_bytes(), qconfig='{"preset": "relay"}'))
+    assert relay.status_code == 202
 
 
 def test_list_jobs_paginates_newest_first(client: TestClient) -> None:
-    ids = [client.post("/quantize", **submission(conv_model_bytes())).json()["job_id"] for _ in range(3)]
+    ids = [
+        client.post("/quantize", **submission(conv_model_bytes(), qconfig=GLOBAL_SCALE)).json()["job_id"]
+        for _ in range(3)
+    ]
     first = client.get("/jobs", params={"limit": 2}).json()
     assert first["total"] == 3 and [j["id"] for j in first["items"]] == ids[:0:-1]
     second = client.get(first["next"]).json()
@@ -118,9 +125,11 @@ def test_bad_qconfig_is_422_naming_the_field(client: TestClient, qconfig: str, f
     assert detail["field"] == field
 
 
-def test_calibration_required_unless_global_scale(client: TestClient) -> None:
-    response = client.post("/quantize", **submission(conv_model_bytes(), qconfig=MAX_MODE))
+@pytest.mark.parametrize("qconfig", [MAX_MODE, "{}", None])
+def test_calibration_required_unless_global_scale(client: TestClient, qconfig: str | None) -> None:
+    response = client.post("/quantize", **submission(conv_model_bytes(), qconfig=qconfig))
     assert _problem(response, 422, "E_CALIBRATION")["field"] == "calibration"
+    assert "global_scale" in response.json()["message"]
 
 
 def _object_array_npz() -> bytes:
@@ -198,7 +207,9 @@ def test_bearer_token_when_api_token_is_set(make_settings) -> None:
         assert wrong.status_code == 401
         good = {"Authorization": "Bearer s3cret"}
         assert client.get("/jobs", headers=good).status_code == 200
-        assert client.post("/quantize", headers=good, **submission(conv_model_bytes())).status_code == 202
+        quantize = submission(conv_model_bytes(), qconfig=GLOBAL_SCALE)
+        posted = client.post("/quantize", headers=good, **quantize)
+        assert posted.status_code == 202
 
 
 def test_readyz_is_503_when_redis_is_down(make_settings) -> None:

@@ -86,7 +86,7 @@ def test_quantize_end_to_end(live: tuple[TestClient, Settings], tmp_path: Path) 
 
 def test_a_model_tvm_cannot_import_fails_with_its_code(live: tuple[TestClient, Settings]) -> None:
     client, _ = live
-    response = client.post("/quantize", **submission(custom_op_model_bytes()))
+    response = client.post("/quantize", **submission(custom_op_model_bytes(), qconfig='{"preset": "relay"}'))
     assert response.status_code == 202, response.text
     job = wait_for(client, response.json()["job_id"], {"succeeded", "failed", "cancelled"})
     assert job["state"] == "failed", job
