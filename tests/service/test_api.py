@@ -101,7 +101,8 @@ def _problem(response, status: int, code: str) -> dict:
 
 
 def test_model_that_is_not_onnx_is_422(client: TestClient) -> None:
-    detail = _problem(client.post("/quantize", **submission(b"\x00garbage" * 10)), 422, "E_MODEL_INVALID")
+    garbage = submission(b"\x00garbage" * 10, qconfig=GLOBAL_SCALE)
+    detail = _problem(client.post("/quantize", **garbage), 422, "E_MODEL_INVALID")
     assert detail["field"] == "model"
 
 
@@ -170,7 +171,8 @@ def test_rejected_submission_leaves_no_job_or_files(client: TestClient, settings
 def test_upload_over_a_part_limit_is_413(make_settings) -> None:
     settings = make_settings(max_model_bytes=100)
     with TestClient(create_app(settings)) as client:
-        detail = _problem(client.post("/quantize", **submission(conv_model_bytes())), 413, "E_TOO_LARGE")
+        too_large = submission(conv_model_bytes(), qconfig=GLOBAL_SCALE)
+        detail = _problem(client.post("/quantize", **too_large), 413, "E_TOO_LARGE")
         assert detail["field"] == "model"
 
 
@@ -191,7 +193,7 @@ def test_request_body_over_the_total_limit_is_413_before_parsing(make_settings, 
             response = client.post("/quantize", content=_chunked_multipart(size), headers=headers)
             assert "content-length" not in response.request.headers
         else:
-            response = client.post("/quantize", **submission(b"\x00" * size))
+            response = client.post("/quantize", **submission(b"\x00" * size, qconfig=GLOBAL_SCALE))
         assert _problem(response, 413, "E_TOO_LARGE")["field"] == "request body"
 
 
