@@ -43,11 +43,13 @@ ERROR_BINS = 1 << 12
 #: (1.25: about 1 dB of SQNR) is replaced by max's, and the choice says so.
 SAFE_MSE_RATIO = 1.25
 
-#: mse search: thresholds from max|x| down to max|x| / 2**MSE_OCTAVES, MSE_STEPS per octave, then
-#: a linear refinement between the best one's neighbours.
+#: mse search: thresholds from max|x| down to max|x| / 2**MSE_OCTAVES, MSE_STEPS per octave, on
+#: bins merged by MSE_SWEEP_MERGE; then MSE_REFINE thresholds at full resolution within one sweep
+#: step of the best one (and the no-clipping threshold, always).
 MSE_OCTAVES = 11
 MSE_STEPS = 8
-MSE_REFINE = 33
+MSE_SWEEP_MERGE = 8
+MSE_REFINE = 49
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,8 @@ class MSECollector(_HistogramCollector):
         super().__init__(ERROR_BINS, nbit)
 
     def own_threshold(self) -> float:
-        """A geometric sweep down from max|x|, then a linear one around its best point.
+        """A geometric sweep down from max|x| on bins merged by `MSE_SWEEP_MERGE`, then a linear
+        one at full resolution around its best point.
 
         The sweep also holds max|x| * 2**(nbit-1) / (2**(nbit-1) - 1), the threshold whose top level
         is max|x| itself (nothing clipped at all). Ties go to the larger threshold.
@@ -208,10 +211,11 @@ class MSECollector(_HistogramCollector):
         top = 1 << (self.nbit - 1)
         sweep = peak * np.exp2(-np.arange(MSE_OCTAVES * MSE_STEPS + 1) / MSE_STEPS)
         sweep = np.concatenate(([peak * top / (top - 1)], sweep))
-        errors = HistogramError(self.histogram, self.nbit)
-        best = int(np.argmin(errors.mse(sweep)))
+        coarse = HistogramError(self.histogram, self.nbit, merge=MSE_SWEEP_MERGE)
+        best = int(np.argmin(coarse.mse(sweep)))
         low, high = sweep[min(best + 1, sweep.size - 1)], sweep[max(best - 1, 0)]
-        fine = np.concatenate(([sweep[best]], np.linspace(high, low, MSE_REFINE)))
+        fine = np.concatenate((sweep[:1], np.linspace(high, low, MSE_REFINE)))
+        errors = HistogramError(self.histogram, self.nbit)
         return float(fine[int(np.argmin(errors.mse(fine)))])
 
 

@@ -38,12 +38,14 @@ def _cube(v: np.ndarray) -> np.ndarray:
 class HistogramError:
     """Expected MSE and clipped share of thresholds on one histogram (its occupied bins only)."""
 
-    def __init__(self, histogram: AbsHistogram, nbit: int) -> None:
+    def __init__(self, histogram: AbsHistogram, nbit: int, merge: int = 1) -> None:
+        """`merge` adjacent bins are taken as one (a power of two): a coarser, cheaper estimate."""
         self.nbit = nbit
         self.total = histogram.total
-        occupied = np.flatnonzero(histogram.counts)
-        width = histogram.bin_width
-        self.counts = histogram.counts[occupied].astype(np.float64)
+        counts = histogram.counts.reshape(-1, merge).sum(axis=1) if merge > 1 else histogram.counts
+        occupied = np.flatnonzero(counts)
+        width = histogram.bin_width * merge
+        self.counts = counts[occupied].astype(np.float64)
         self.low = occupied * width
         self.high = self.low + width
         self.peak = histogram.max
