@@ -258,7 +258,7 @@ def test_a_submission_that_cannot_be_queued_leaves_no_record(
         raise OperationalError("Error 111 connecting to the broker")
 
     monkeypatch.setattr(client.app.state.context.celery, "send_task", unreachable)
-    response = client.post("/quantize", **submission(conv_model_bytes()))
+    response = client.post("/quantize", **submission(conv_model_bytes(), qconfig=GLOBAL_SCALE))
     assert _problem(response, 503, "E_UNAVAILABLE") == {}
     assert client.get("/jobs").json()["total"] == 0
     assert not any((settings.storage_dir / "jobs").iterdir())
