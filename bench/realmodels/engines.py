@@ -1,0 +1,139 @@
+"""The engines the corpus compares, each reduced to a Runner, and the child processes that make
+their artifacts (ORT's quantizer, `tvmq quantize`) under a time limit.
+
+A child that fails is an outcome (code + message) for the table: an `error[CODE]` line of the tvmq
+CLI, the last line of a Python traceback, a signal, or the harness's own E_TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.realmodels.corpus import Runner
+from bench.realmodels.wheels import ROOT
+
+_ERROR_LINE = re.compile(r"error\[(E_[A-Z_]+)\]: (.*)")
+
+
+@dataclass
+class Outcome:
+    code: str  # "ok", an E_* code, "crash", "exception"
+    message: str = ""
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.code == "ok"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_child(
+    cmd: list[str], timeout: float, env: dict[str, str], capture: bool = True
+) -> tuple[int | None, str, str, float]:
+    """(returncode or None on timeout, stdout, stderr, seconds). The child gets its own process
+    group, which is killed whole when the time is up (TVM and ORT may start helpers). Without
+    `capture` its output goes to ours (the model processes' progress lines)."""
+    start = time.perf_counter()
+    pipe = subprocess.PIPE if capture else None
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=pipe, stderr=pipe, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        code: int | None = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        code = None
+    return code, out or "", err or "", round(time.perf_counter() - start, 1)
+
+
+def failure(code: int | None, err: str, seconds: float, timeout: float) -> Outcome:
+    """The outcome of a child that did not succeed, from its exit status and stderr."""
+    if code is None:
+        return Outcome("E_TIMEOUT", f"no result after {timeout:.0f} s (harness limit)", seconds)
+    if code < 0:
+        return Outcome("crash", f"killed by {signal.Signals(-code).name}", seconds)
+    lines = [line.strip() for line in err.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        match = _ERROR_LINE.search(line)
+        if match:
+            return Outcome(match.group(1), match.group(2), seconds)
+    return Outcome("exception", lines[-1] if lines else f"exit status {code}", seconds)
+
+
+def ort_quantize(src: Path, dst: Path, calibration: Path, per_channel: bool, timeout: float) -> Outcome:
+    cmd = [sys.executable, "-m", "bench.realmodels.ort_quantize", str(src), str(dst), str(calibration)]
+    code, _, err, seconds = run_child(
+        [*cmd, *(["--per-channel"] if per_channel else [])], timeout, dict(os.environ)
+    )
+    if code == 0 and dst.exists():
+        return Outcome("ok", seconds=seconds)
+    return failure(code, err, seconds, timeout)
+
+
+def tvmq_quantize(
+    model: Path, calibration: Path, qconfig: dict[str, Any], out: Path, timeout: float
+) -> Outcome:
+    """`tvmq quantize` as a user runs it; on success `info` has the report's figures."""
+    out.mkdir(parents=True, exist_ok=True)
+    qconfig_path = out.parent / f"{out.name}.qconfig.json"
+    qconfig_path.write_text(json.dumps(qconfig))
+    cmd = [sys.executable, "-m", "worker.cli", "quantize", str(model), "-c", str(calibration)]
+    code, _, err, seconds = run_child(
+        [*cmd, "-q", str(qconfig_path), "-o", str(out)], timeout, dict(os.environ)
+    )
+    if code != 0 or not (out / "model.so").exists():
+        return failure(code, err, seconds, timeout)
+    report = json.loads((out / "report.json").read_text())
+    counts = report["integrality"]["counts"]
+    float_ops = [op for op in report["integrality"]["ops"] if not op["integral"]]
+    reasons: dict[str, int] = {}
+    for op in float_ops:
+        reasons[op.get("reason") or "?"] = reasons.get(op.get("reason") or "?", 0) + 1
+    info = {
+        "float_ops": counts["float_ops"],
+        "float_reasons": reasons,
+        "stage_seconds": report["provenance"]["stage_seconds"],
+        "report_cosine": report["summary"]["cosine"],
+    }
+    return Outcome("ok", seconds=seconds, info=info)
+
+
+def ort_runner(path: Path, threads: int) -> Runner:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda feed: session.run(None, feed)
+
+
+def tvm_runner(artifact: Path, input_names: list[str]) -> Runner:
+    """The artifact contract: load_module + VirtualMachine, inputs in ONNX order, outputs likewise."""
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(artifact)), tvm.cpu())
+    main = vm["main"]
+
+    def run(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        out = main(*[tvm.runtime.tensor(np.ascontiguousarray(feed[name])) for name in input_names])
+        return [out.numpy()] if isinstance(out, tvm.runtime.Tensor) else [o.numpy() for o in out]
+
+    return run

@@ -1,0 +1,68 @@
+"""ONNX Runtime's static int8 quantization of a corpus model, run in a child process.
+
+`python -m bench.realmodels.ort_quantize SRC DST CALIBRATION.npz [--per-channel]`: QDQ, int8
+activations and weights, MinMax calibration on the same feeds tvmq calibrates on. ORT refuses
+per-channel QDQ on opset < 13 (its DequantizeLinear has no `axis` there), so per-channel first
+converts the model to opset 13 with onnx.version_converter. A child process, because ORT's quantizer
+can crash or hang on real models: that is a result for the table, never the harness's end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import onnx
+from onnx import version_converter
+
+from bench.realmodels.feeds import read_calibration
+
+PER_CHANNEL_MIN_OPSET = 13
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def quantize(src: Path, dst: Path, calibration: Path, per_channel: bool) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    feeds = read_calibration(calibration)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter(feeds)
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path = src
+        model = onnx.load(str(src))
+        if per_channel and default_opset(model) < PER_CHANNEL_MIN_OPSET:
+            model_path = Path(tmp) / "opset13.onnx"
+            onnx.save(version_converter.convert_version(model, PER_CHANNEL_MIN_OPSET), str(model_path))
+        quantize_static(
+            str(model_path),
+            str(dst),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("src", type=Path)
+    parser.add_argument("dst", type=Path)
+    parser.add_argument("calibration", type=Path)
+    parser.add_argument("--per-channel", action="store_true")
+    args = parser.parse_args()
+    quantize(args.src, args.dst, args.calibration, args.per_channel)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""The tvmq qconfigs a run compares, by name. Each goes to `tvmq quantize -q` exactly as written
+here: "defaults" is the empty qconfig, i.e. what a user gets without one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "max": {
+        "calibrate_mode": "max",
+        "per_channel": True,
+        "skip_conv_layers": [],
+        "skip_dense_layer": False,
+        "weight_scale": "max",
+    },
+    "percentile": {"calibrate_mode": "percentile"},
+    "kl_divergence": {"calibrate_mode": "kl_divergence"},
+    "mse": {"calibrate_mode": "mse"},
+}
+DEFAULT_SELECTION = ("defaults", "max", "percentile", "kl_divergence", "mse")
+
+
+def parse(spec: str) -> tuple[str, dict[str, Any]]:
+    """A preset name, `name=<JSON object>`, or `name=<path to a JSON file>`."""
+    if "=" not in spec:
+        if spec not in PRESETS:
+            raise ValueError(f"unknown qconfig preset {spec!r} (presets: {', '.join(PRESETS)}; or NAME=JSON)")
+        return spec, PRESETS[spec]
+    name, value = spec.split("=", 1)
+    text = Path(value).read_text() if not value.lstrip().startswith("{") else value
+    qconfig = json.loads(text)
+    if not isinstance(qconfig, dict):
+        raise ValueError(f"qconfig {name!r} must be a JSON object")
+    return name, qconfig

@@ -1,0 +1,124 @@
+"""The run as a table: printed, and written to RESULTS.md with the machine it ran on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ORT_INT8 = (("ort_int8_per_tensor", "ORT int8 per-tensor"), ("ort_int8_per_channel", "ORT int8 per-channel"))
+HEADER = (
+    "model",
+    "load",
+    "ORT fp32 ms",
+    "ORT int8 per-tensor",
+    "ORT int8 per-channel",
+    "tvmq qconfig",
+    "outcome",
+    "task metric",
+    "cosine",
+    "tvmq int8 ms",
+    "ops kept float",
+    "build s",
+)
+
+
+def short(text: str, limit: int = 90) -> str:
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _outcome(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return "not run"
+    if entry.get("code") == "ok":
+        return "ok"
+    return f"{entry.get('code')}: {short(entry.get('message', ''))}"
+
+
+def _metric(entry: dict[str, Any] | None) -> str:
+    if not entry or "text" not in entry:
+        return "—"
+    extra = "".join(f", {k} {v:.3f}" for k, v in entry.get("extra", {}).items() if k == "box_f1")
+    return f"{entry['text']}{extra}"
+
+
+def _ms(entry: dict[str, Any] | None) -> str:
+    return f"{entry['latency_ms']:.2f}" if entry and "latency_ms" in entry else "—"
+
+
+def _ort_int8(entry: dict[str, Any] | None) -> str:
+    if not entry or entry.get("code") != "ok":
+        return _outcome(entry)
+    return f"{_metric(entry)} · {_ms(entry)} ms"
+
+
+def rows(result: dict[str, Any], qconfig_names: list[str]) -> list[list[str]]:
+    name = result["model"]
+    if "error" in result and not result.get("engines"):
+        return [[name, "", "—", "—", "—", "", f"failed: {short(result['error'])}", "", "", "", "", ""]]
+    engines = result.get("engines", {})
+    fp32 = engines.get("ort_fp32")
+    load = f"{fp32['load_average'][0]:.1f}" if fp32 else ""
+    head = [name, load, _ms(fp32), *(_ort_int8(engines.get(key)) for key, _ in ORT_INT8)]
+    out = []
+    for i, qname in enumerate(qconfig_names):
+        entry = engines.get(f"tvmq:{qname}")
+        info = (entry or {}).get("info", {})
+        cosine = entry.get("cosine") if entry else None
+        out.append(
+            [
+                *(head if i == 0 else ["", "", "", "", ""]),
+                qname,
+                _outcome(entry),
+                _metric(entry),
+                "—" if cosine is None else f"{cosine:.4f}",
+                _ms(entry),
+                str(info["float_ops"]) if "float_ops" in info else "—",
+                f"{entry['seconds']:.0f}" if entry and entry.get("seconds") else "—",
+            ]
+        )
+    return out
+
+
+def table(results: list[dict[str, Any]], qconfig_names: list[str]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    for result in results:
+        lines += ["| " + " | ".join(row) + " |" for row in rows(result, qconfig_names)]
+    return "\n".join(lines)
+
+
+def markdown(run: dict[str, Any]) -> str:
+    m = run["machine"]
+    names = [n for n, _ in run["qconfigs"]]
+    metric_lines = [
+        f"- `{r['model']}` ({r.get('wheel', '?')}, `{r.get('onnx', '?')}`): {r.get('summary', '')}"
+        for r in run["results"]
+    ]
+    qconfig_lines = [f"- `{n}`: `{q}`" for n, q in run["qconfigs"]]
+    return "\n".join(
+        [
+            "# Real-model corpus: tvmq vs ONNX Runtime int8",
+            "",
+            f"Written by `{run['command']}` on {m['date']}; "
+            f"the whole run took {run['seconds'] / 60:.1f} min.",
+            "",
+            f"Machine: `{m['cpu']}` (lscpu), LLVM `{m['llvm_cpu']}`, {m['cores']} cores; "
+            f"load average {m['load_average']} at the start, {run['load_average_end']} at the end "
+            "(column `load`: 1-minute load when the model's latencies were taken). "
+            f"Versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}, Python {m['python']}.",
+            "",
+            f"Latencies: median ms at {run['threads']} thread(s), every engine of a model timed in one "
+            "process on the same feed. Task metrics compare each engine's decoded output with ONNX "
+            f"Runtime fp32 on {run['samples']} evaluation inputs per model (calibration: as many, disjoint); "
+            "cosine is taken over the raw outputs of all of them. `ops kept float` and `build s` come from "
+            "`tvmq quantize` (report.json; wall time of the whole command, float baseline build included).",
+            "",
+            table(run["results"], names),
+            "",
+            "Models, inputs and metrics:",
+            *metric_lines,
+            "",
+            "tvmq qconfigs (`tvmq quantize -q`, exactly these):",
+            *qconfig_lines,
+            "",
+        ]
+    )
