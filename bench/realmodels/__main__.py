@@ -99,23 +99,21 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {run['machine']}", file=sys.stderr, flush=True)
     for name in args.models:
         print(f"[{time.perf_counter() - started:6.0f}s] {name} ...", file=sys.stderr, flush=True)
-        result = run_model(name, args)
-        run["results"].append(result)
-        summary = {k: v.get("text", v.get("code")) for k, v in result.get("engines", {}).items()}
-        print(
-            f"[{time.perf_counter() - started:6.0f}s] {name}: {summary} {result.get('error', '')}",
-            file=sys.stderr,
-            flush=True,
-        )
+        run["results"].append(run_model(name, args))
+        write(run, args, started, final=name == args.models[-1])
+    print(report.table(run["results"], [n for n, _ in args.qconfig_list]))
+    print(f"\nwrote {args.out} and {args.json} ({run['seconds'] / 60:.1f} min)", file=sys.stderr)
+
+
+def write(run: dict[str, Any], args: argparse.Namespace, started: float, final: bool) -> None:
+    """RESULTS.md and the JSON after every model: an interrupted run still leaves its table."""
     run["seconds"] = round(time.perf_counter() - started, 1)
     run["load_average_end"] = machine.load_average()
-    text = report.markdown(run)
-    print(report.table(run["results"], [n for n, _ in args.qconfig_list]))
+    run["complete"] = final
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    args.out.write_text(report.markdown(run))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(run, indent=1, default=float))
-    print(f"\nwrote {args.out} and {args.json} ({run['seconds'] / 60:.1f} min)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@ CLI, the last line of a Python traceback, a signal, or the harness's own E_TIMEO
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,25 +43,52 @@ class Outcome:
         return asdict(self)
 
 
+#: process groups of the children running now, ended with us (see end_children_on_sigterm)
+_RUNNING: set[int] = set()
+
+
 def run_child(
     cmd: list[str], timeout: float, env: dict[str, str], capture: bool = True
 ) -> tuple[int | None, str, str, float]:
     """(returncode or None on timeout, stdout, stderr, seconds). The child gets its own process
-    group, which is killed whole when the time is up (TVM and ORT may start helpers). Without
-    `capture` its output goes to ours (the model processes' progress lines)."""
+    group; when the time is up it gets SIGTERM (a model process then ends its own children), and
+    SIGKILL for the whole group 10 s later. Without `capture` its output goes to ours."""
     start = time.perf_counter()
     pipe = subprocess.PIPE if capture else None
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=pipe, stderr=pipe, text=True, start_new_session=True
     )
+    _RUNNING.add(proc.pid)
     try:
         out, err = proc.communicate(timeout=timeout)
         code: int | None = proc.returncode
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        _kill_group(proc.pid)
         out, err = proc.communicate()
         code = None
+    finally:
+        _RUNNING.discard(proc.pid)
     return code, out or "", err or "", round(time.perf_counter() - start, 1)
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def end_children_on_sigterm() -> None:
+    """In a model process: SIGTERM (the parent's time bound) ends the running tvmq/ORT child too,
+    whose own process group a group kill of ours would not reach."""
+
+    def handler(signum: int, frame: object) -> None:
+        for pgid in list(_RUNNING):
+            _kill_group(pgid)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def failure(code: int | None, err: str, seconds: float, timeout: float) -> Outcome:
@@ -77,6 +106,7 @@ def failure(code: int | None, err: str, seconds: float, timeout: float) -> Outco
 
 
 def ort_quantize(src: Path, dst: Path, calibration: Path, per_channel: bool, timeout: float) -> Outcome:
+    dst.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "bench.realmodels.ort_quantize", str(src), str(dst), str(calibration)]
     code, _, err, seconds = run_child(
         [*cmd, *(["--per-channel"] if per_channel else [])], timeout, dict(os.environ)
@@ -90,7 +120,8 @@ def tvmq_quantize(
     model: Path, calibration: Path, qconfig: dict[str, Any], out: Path, timeout: float
 ) -> Outcome:
     """`tvmq quantize` as a user runs it; on success `info` has the report's figures."""
-    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)  # no artifact of an earlier run may pass for this one
+    out.mkdir(parents=True)
     qconfig_path = out.parent / f"{out.name}.qconfig.json"
     qconfig_path.write_text(json.dumps(qconfig))
     cmd = [sys.executable, "-m", "worker.cli", "quantize", str(model), "-c", str(calibration)]
@@ -100,16 +131,17 @@ def tvmq_quantize(
     if code != 0 or not (out / "model.so").exists():
         return failure(code, err, seconds, timeout)
     report = json.loads((out / "report.json").read_text())
-    counts = report["integrality"]["counts"]
-    float_ops = [op for op in report["integrality"]["ops"] if not op["integral"]]
+    kept = [op for op in report["integrality"]["ops"] if op["group"] == "float_fallback"]
     reasons: dict[str, int] = {}
-    for op in float_ops:
-        reasons[op.get("reason") or "?"] = reasons.get(op.get("reason") or "?", 0) + 1
+    for op in kept:
+        reasons[f"{op['relax_op']} ({op['reason']})"] = (
+            reasons.get(f"{op['relax_op']} ({op['reason']})", 0) + 1
+        )
     info = {
-        "float_ops": counts["float_ops"],
+        "float_ops": len(kept),  # the float fallback group: not the quantize/dequantize conversions
         "float_reasons": reasons,
+        "float_in_core": report["integrality"]["float_in_core"],
         "stage_seconds": report["provenance"]["stage_seconds"],
-        "report_cosine": report["summary"]["cosine"],
     }
     return Outcome("ok", seconds=seconds, info=info)
 

@@ -99,7 +99,8 @@ def markdown(run: dict[str, Any]) -> str:
             "# Real-model corpus: tvmq vs ONNX Runtime int8",
             "",
             f"Written by `{run['command']}` on {m['date']}; "
-            f"the whole run took {run['seconds'] / 60:.1f} min.",
+            f"the whole run took {run['seconds'] / 60:.1f} min."
+            + ("" if run.get("complete") else f" Partial: {len(run['results'])} model(s) so far."),
             "",
             f"Machine: `{m['cpu']}` (lscpu), LLVM `{m['llvm_cpu']}`, {m['cores']} cores; "
             f"load average {m['load_average']} at the start, {run['load_average_end']} at the end "
@@ -110,7 +111,8 @@ def markdown(run: dict[str, Any]) -> str:
             "process on the same feed. Task metrics compare each engine's decoded output with ONNX "
             f"Runtime fp32 on {run['samples']} evaluation inputs per model (calibration: as many, disjoint); "
             "cosine is taken over the raw outputs of all of them. `ops kept float` and `build s` come from "
-            "`tvmq quantize` (report.json; wall time of the whole command, float baseline build included).",
+            "`tvmq quantize` (report.json: ops of its float fallback group; wall time of the whole command, "
+            "with its float baseline build and its own verification).",
             "",
             table(run["results"], names),
             "",

@@ -13,11 +13,13 @@ import json
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.realmodels import engines, machine, metrics
 from bench.realmodels.corpus import CaseResult, CorpusModel, Runner
+from bench.realmodels.engines import Outcome
 from bench.realmodels.feeds import Feed, write_calibration
 from bench.realmodels.registry import MODELS
 from bench.run import median_ms
@@ -71,13 +73,15 @@ class ModelRun:
     def latency(self, run: Runner) -> float:
         return round(median_ms(lambda: run(self.timing_feed), LATENCY_BUDGET_S, LATENCY_MAX_RUNS), 3)
 
-    def engine(self, name: str, make, model: CorpusModel) -> None:
+    def engine(
+        self, name: str, make: Callable[[], tuple[Outcome, Runner | None]], model: CorpusModel
+    ) -> None:
         """One engine: make its runner (an Outcome plus a Runner, or raise), evaluate, record."""
         self.start(name)
         try:
             outcome, run = make()
             entry = outcome.to_json()
-            if outcome.ok:
+            if outcome.ok and run is not None:
                 self.start(f"{name}: evaluation")
                 entry.update(self.evaluate(model, run))
         except Exception as exc:  # an engine's failure is its result; the other engines still run
@@ -155,6 +159,7 @@ def main() -> None:
     parser.add_argument("--ort-timeout", type=float, required=True)
     parser.add_argument("--no-ort-int8", action="store_true")
     args = parser.parse_args()
+    engines.end_children_on_sigterm()
     run = ModelRun(args)
     try:
         run.run()
