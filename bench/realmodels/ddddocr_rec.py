@@ -9,13 +9,11 @@ drop repeats, drop index 0 (blank), map through the beta charset. Metric: identi
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from PIL import Image, ImageDraw
 
 from bench.realmodels import ddddocr_common, render
-from bench.realmodels.corpus import CALIBRATION, EVALUATION, CorpusModel, Runner, Score, fraction, rng
+from bench.realmodels.ctc import CtcRecognizer
 from bench.realmodels.feeds import Feed
 
 WIDTH, HEIGHT = 160, 64
@@ -39,15 +37,11 @@ def captcha(text: str, gen: np.random.Generator) -> Image.Image:
     return image
 
 
-def _word(gen: np.random.Generator) -> str:
-    return render.random_word(gen, 4, 6)
-
-
 def preprocess(image: Image.Image) -> np.ndarray:
     return (np.asarray(image.convert("L"), np.float32) / 255.0)[None, None]
 
 
-class DdddocrRec(CorpusModel):
+class DdddocrRec(CtcRecognizer):
     name = "ddddocr_rec"
     wheel = ddddocr_common.WHEEL
     onnx_member = "ddddocr/common.onnx"
@@ -59,25 +53,11 @@ class DdddocrRec(CorpusModel):
     def __init__(self) -> None:
         self.charset = ddddocr_common.beta_charset()
 
-    def _feeds(self, texts: list[str], stream: int) -> list[Feed]:
-        return [{"input1": preprocess(captcha(t, rng(stream, 1, i)))} for i, t in enumerate(texts)]
+    def make_text(self, gen: np.random.Generator) -> str:
+        return render.random_word(gen, 4, 6)
 
-    def evaluation_cases(self, count: int) -> list[Feed]:
-        return self._feeds(render.texts(_word, count, EVALUATION), EVALUATION)
+    def feed(self, text: str, gen: np.random.Generator) -> Feed:
+        return {"input1": preprocess(captcha(text, gen))}
 
-    def calibration_feeds(self, count: int, fp32: Runner) -> list[Feed]:
-        return self._feeds(render.texts(_word, count, CALIBRATION), CALIBRATION)
-
-    def decode(self, outputs: list[np.ndarray]) -> str:
-        indices = outputs[0][:, 0, :].argmax(axis=1)
-        chars, previous = [], None
-        for index in map(int, indices):
-            if index != previous and index != 0 and index < len(self.charset):
-                chars.append(self.charset[index])
-            previous = index
-        return "".join(chars)
-
-    def score(self, reference: list[Any], got: list[Any]) -> Score:
-        return fraction(
-            sum(a == b for a, b in zip(reference, got, strict=True)), len(reference), "strings identical"
-        )
+    def class_scores(self, outputs: list[np.ndarray]) -> np.ndarray:
+        return outputs[0][:, 0, :]  # (T, 1, C): ddddocr takes output[:, 0, :] when shape[1] == 1

