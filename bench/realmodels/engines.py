@@ -112,7 +112,8 @@ def ort_quantize(src: Path, dst: Path, calibration: Path, per_channel: bool, tim
         [*cmd, *(["--per-channel"] if per_channel else [])], timeout, dict(os.environ)
     )
     if code == 0 and dst.exists():
-        return Outcome("ok", seconds=seconds, info={"quantize_nodes": quantize_nodes(dst)})
+        notes = json.loads(dst.with_suffix(".json").read_text())
+        return Outcome("ok", seconds=seconds, info={"quantize_nodes": quantize_nodes(dst), **notes})
     return failure(code, err, seconds, timeout)
 
 

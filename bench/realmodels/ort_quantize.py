@@ -1,15 +1,20 @@
 """ONNX Runtime's static int8 quantization of a corpus model, run in a child process.
 
-`python -m bench.realmodels.ort_quantize SRC DST CALIBRATION.npz [--per-channel]`: QDQ, int8
-activations and weights, MinMax calibration on the same feeds tvmq calibrates on. ORT refuses
-per-channel QDQ on opset < 13 (its DequantizeLinear has no `axis` there), so per-channel first
-converts the model to opset 13 with onnx.version_converter. A child process, because ORT's quantizer
-can crash or hang on real models: that is a result for the table, never the harness's end.
+`python -m bench.realmodels.ort_quantize SRC DST CALIBRATION.npz [--per-channel]`: ORT's documented
+recipe. First `quant_pre_process` (shape inference + ORT's graph optimisation: without it the
+Identity/Cast in front of PaddlePaddle's conv weights hide them from the quantizer, which then
+quantizes them per-tensor as activations even with per_channel); when it fails the model goes as
+it is, and DST.json says so. Then `quantize_static`: QDQ, int8 activations and weights, MinMax
+calibration on the same feeds tvmq calibrates on. ORT refuses per-channel QDQ on opset < 13 (its
+DequantizeLinear has no `axis` there), so per-channel first converts to opset 13 with
+onnx.version_converter. A child process, because ORT's quantizer can crash or hang on real models:
+that is a result for the table, never the harness's end.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 
@@ -27,6 +32,7 @@ def default_opset(model: onnx.ModelProto) -> int:
 
 def quantize(src: Path, dst: Path, calibration: Path, per_channel: bool) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     feeds = read_calibration(calibration)
 
@@ -38,10 +44,16 @@ def quantize(src: Path, dst: Path, calibration: Path, per_channel: bool) -> None
             return next(self.feeds, None)
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_path = src
-        model = onnx.load(str(src))
+        model_path = Path(tmp) / "pre.onnx"
+        try:
+            quant_pre_process(str(src), str(model_path))
+            notes = {"pre_process": "ok"}
+        except Exception as exc:  # ORT's own step failing is a fact to record, not the end
+            model_path, notes = src, {"pre_process": f"failed: {type(exc).__name__}: {exc}"[:300]}
+        model = onnx.load(str(model_path))
         if per_channel and default_opset(model) < PER_CHANNEL_MIN_OPSET:
             model_path = Path(tmp) / "opset13.onnx"
+            notes["opset"] = f"{default_opset(model)} -> {PER_CHANNEL_MIN_OPSET}"
             onnx.save(version_converter.convert_version(model, PER_CHANNEL_MIN_OPSET), str(model_path))
         quantize_static(
             str(model_path),
@@ -52,6 +64,7 @@ def quantize(src: Path, dst: Path, calibration: Path, per_channel: bool) -> None
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
         )
+    dst.with_suffix(".json").write_text(json.dumps(notes))
 
 
 def main() -> None:
