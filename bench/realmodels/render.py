@@ -25,61 +25,13 @@ FONTS = (
     "DejaVuSerif-Bold.ttf",
 )
 ALNUM = string.ascii_letters + string.digits
-WORDS = [
-    "invoice",
-    "total",
-    "amount",
-    "order",
-    "number",
-    "date",
-    "customer",
-    "account",
-    "payment",
-    "balance",
-    "due",
-    "street",
-    "city",
-    "model",
-    "quantized",
-    "integer",
-    "float",
-    "report",
-    "kernel",
-    "tensor",
-    "layer",
-    "weight",
-    "scale",
-    "input",
-    "output",
-    "batch",
-    "north",
-    "river",
-    "garden",
-    "window",
-    "station",
-    "market",
-    "coffee",
-    "paper",
-    "yellow",
-    "orange",
-    "silver",
-    "minute",
-    "second",
-    "hello",
-    "world",
-    "summer",
-    "winter",
-    "quick",
-    "brown",
-    "lazy",
-    "jumps",
-    "over",
-    "table",
-    "chair",
-    "number",
-    "phone",
-    "email",
-]
+_VOCABULARY = (
+    "invoice total amount order number date customer account payment balance due street city model "
+    "quantized integer float report kernel tensor layer weight scale input output batch north river "
+    "garden window station market coffee paper yellow orange silver minute second hello world "
+    "summer winter quick brown lazy jumps over table chair number phone email "
+)
+WORDS = tuple(_VOCABULARY.split())
 
 
 class FontError(RuntimeError):

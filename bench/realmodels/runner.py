@@ -76,8 +76,10 @@ class ModelRun:
     def engine(
         self, name: str, make: Callable[[], tuple[Outcome, Runner | None]], model: CorpusModel
     ) -> None:
-        """One engine: make its runner (an Outcome plus a Runner, or raise), evaluate, record."""
+        """One engine: make its runner (an Outcome plus a Runner, or raise), evaluate, record.
+        A failure after the build keeps the build's figures beside the error."""
         self.start(name)
+        entry: dict[str, Any] = {}
         try:
             outcome, run = make()
             entry = outcome.to_json()
@@ -85,11 +87,10 @@ class ModelRun:
                 self.start(f"{name}: evaluation")
                 entry.update(self.evaluate(model, run))
         except Exception as exc:  # an engine's failure is its result; the other engines still run
-            entry = {
-                "code": "exception",
-                "message": f"{type(exc).__name__}: {exc}",
-                "trace": traceback.format_exc(),
-            }
+            where = "evaluation: " if entry else ""
+            entry.update(
+                code="exception", message=f"{where}{type(exc).__name__}: {exc}", trace=traceback.format_exc()
+            )
         self.result["engines"][name] = entry
         self.save()
 
