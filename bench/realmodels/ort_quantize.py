@@ -30,9 +30,23 @@ def default_opset(model: onnx.ModelProto) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
+def pre_process(src: Path, dst: Path) -> tuple[Path, dict[str, str]]:
+    """ORT's quant_pre_process; without its symbolic shape inference where that fails on dynamic
+    dims (ORT's own advice); the model as it is when both fail. Returns the model and what was done."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    errors = []
+    for skip_symbolic, note in ((False, "ok"), (True, "ok without symbolic shape inference")):
+        try:
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=skip_symbolic)
+            return dst, {"pre_process": note}
+        except Exception as exc:  # ORT's own step failing is a fact to record, not the end
+            errors.append(f"{type(exc).__name__}: {exc}"[:200])
+    return src, {"pre_process": "failed: " + " / ".join(errors)}
+
+
 def quantize(src: Path, dst: Path, calibration: Path, per_channel: bool) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     feeds = read_calibration(calibration)
 
@@ -44,12 +58,7 @@ def quantize(src: Path, dst: Path, calibration: Path, per_channel: bool) -> None
             return next(self.feeds, None)
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_path = Path(tmp) / "pre.onnx"
-        try:
-            quant_pre_process(str(src), str(model_path))
-            notes = {"pre_process": "ok"}
-        except Exception as exc:  # ORT's own step failing is a fact to record, not the end
-            model_path, notes = src, {"pre_process": f"failed: {type(exc).__name__}: {exc}"[:300]}
+        model_path, notes = pre_process(src, Path(tmp) / "pre.onnx")
         model = onnx.load(str(model_path))
         if per_channel and default_opset(model) < PER_CHANNEL_MIN_OPSET:
             model_path = Path(tmp) / "opset13.onnx"
