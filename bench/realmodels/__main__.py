@@ -43,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ort-timeout", type=float, default=600.0, help="seconds per ORT quantize_static")
     parser.add_argument("--work", type=Path, default=CACHE / "runs")
     parser.add_argument("--no-ort-int8", action="store_true", help="skip ORT's int8 (the CI test does)")
+    parser.add_argument(
+        "--from-json", type=Path, help="only render --out again from the results JSON of an earlier run"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.samples <= MAX_CASES:
         parser.error(f"--samples must be in 1..{MAX_CASES}")
@@ -87,6 +90,11 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.from_json:
+        run = json.loads(args.from_json.read_text())
+        args.out.write_text(report.markdown(run))
+        print(report.table(run["results"], [n for n, _ in run["qconfigs"]]))
+        return
     started = time.perf_counter()
     run: dict[str, Any] = {
         "command": "python -m bench.realmodels " + shlex.join(sys.argv[1:] if argv is None else argv),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 ORT_INT8 = (("ort_int8_per_tensor", "ORT int8 per-tensor"), ("ort_int8_per_channel", "ORT int8 per-channel"))
@@ -95,7 +96,14 @@ def markdown(run: dict[str, Any]) -> str:
         f"- `{r['model']}` ({r.get('wheel', '?')}, `{r.get('onnx', '?')}`): {r.get('summary', '')}"
         for r in run["results"]
     ]
-    qconfig_lines = [f"- `{n}`: `{q}`" for n, q in run["qconfigs"]]
+    kept_lines = [
+        f"- `{r['model']}` `{name.removeprefix('tvmq:')}`: "
+        + ", ".join(f"{op} × {n}" for op, n in e["info"]["float_reasons"].items())
+        for r in run["results"]
+        for name, e in r.get("engines", {}).items()
+        if e.get("info", {}).get("float_reasons")
+    ]
+    qconfig_lines = [f"- `{n}`: `{json.dumps(q)}`" for n, q in run["qconfigs"]]
     return "\n".join(
         [
             "# Real-model corpus: tvmq vs ONNX Runtime int8",
@@ -120,6 +128,9 @@ def markdown(run: dict[str, Any]) -> str:
             "",
             "Models, inputs and metrics:",
             *metric_lines,
+            "",
+            "Ops kept float by tvmq (op (reason) × count):",
+            *(kept_lines or ["- none (no tvmq build succeeded, or every op was quantized)"]),
             "",
             "tvmq qconfigs (`tvmq quantize -q`, exactly these):",
             *qconfig_lines,
