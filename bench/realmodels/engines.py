@@ -48,7 +48,7 @@ _RUNNING: set[int] = set()
 
 
 def run_child(
-    cmd: list[str], timeout: float, env: dict[str, str], capture: bool = True
+    cmd: list[str], timeout: float, env: dict[str, str], capture: bool = True, cwd: Path = ROOT
 ) -> tuple[int | None, str, str, float]:
     """(returncode or None on timeout, stdout, stderr, seconds). The child gets its own process
     group; when the time is up it gets SIGTERM (a model process then ends its own children), and
@@ -56,7 +56,7 @@ def run_child(
     start = time.perf_counter()
     pipe = subprocess.PIPE if capture else None
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=pipe, stderr=pipe, text=True, start_new_session=True
+        cmd, cwd=cwd, env=env, stdout=pipe, stderr=pipe, text=True, start_new_session=True
     )
     _RUNNING.add(proc.pid)
     try:
@@ -106,11 +106,16 @@ def failure(code: int | None, err: str, seconds: float, timeout: float) -> Outco
 
 
 def ort_quantize(src: Path, dst: Path, calibration: Path, per_channel: bool, timeout: float) -> Outcome:
+    src, dst, calibration = src.resolve(), dst.resolve(), calibration.resolve()
     dst.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "bench.realmodels.ort_quantize", str(src), str(dst), str(calibration)]
-    code, _, err, seconds = run_child(
-        [*cmd, *(["--per-channel"] if per_channel else [])], timeout, dict(os.environ)
-    )
+    # ORT's pre-processing leaves temporary files in its working directory: the model's work folder
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))),
+    }
+    flags = ["--per-channel"] if per_channel else []
+    code, _, err, seconds = run_child([*cmd, *flags], timeout, env, cwd=dst.parent)
     if code == 0 and dst.exists():
         notes = json.loads(dst.with_suffix(".json").read_text())
         return Outcome("ok", seconds=seconds, info={"quantize_nodes": quantize_nodes(dst), **notes})
