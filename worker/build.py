@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -126,12 +127,40 @@ def compile_module(mod: tvm.IRModule, target: tvm.target.Target) -> relax.VMExec
         raise BuildError(f"tvm.compile failed for target {target}: {_last_line(exc)}") from exc
 
 
+#: What fixes a missing or broken link step. gcc alone lacks the C runtime objects (crti.o) that
+#: `gcc -shared` links in, hence libc6-dev with it.
+TOOLCHAIN_HINT = "install a C toolchain (Debian: apt-get install gcc libc6-dev; scripts/setup does) or set CC"
+
+
+def _require_linker(path: Path) -> None:
+    """export_library links the compiled objects with `$CXX`/`$CC`, else the first of TVM's compiler
+    names on PATH (tvm.support.cc.get_cc); without one TVM fails with a bare TypeError."""
+    from tvm.support import cc
+
+    found = cc.get_cc()
+    if found and shutil.which(found):
+        return
+    what = f"CC/CXX is {found!r}, not an executable" if found else "no g++, gcc, clang or cc on PATH"
+    raise BuildError(
+        f"exporting {path.name} needs a C compiler to link it ({what}): {TOOLCHAIN_HINT}", artifact=path.name
+    )
+
+
+def _export_failure(exc: Exception) -> str:
+    """TVM's link error ends with the command line; the linker's first line says what is missing."""
+    lines = _lines(exc)
+    if len(lines) > 1 and lines[0].startswith("Compilation error:"):
+        return f"the link step failed: {lines[1]}: {TOOLCHAIN_HINT}"
+    return _last_line(exc)
+
+
 def export(executable: relax.VMExecutable, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
+    _require_linker(path)
     try:
         executable.export_library(str(path))
     except (*BUILD_FAILURES, OSError) as exc:
-        raise BuildError(f"exporting {path.name} failed: {_last_line(exc)}") from exc
+        raise BuildError(f"exporting {path.name} failed: {_export_failure(exc)}", artifact=path.name) from exc
     return path
 
 
