@@ -30,7 +30,7 @@ def chromium() -> str:
     path = shutil.which("chromium")
     if path:
         return path
-    reason = "chromium is not installed (Debian package `chromium`; scripts/setup installs it when CI=true)"
+    reason = "chromium is not installed: `TVMQ_WITH_BROWSER=1 scripts/setup` installs it (so does CI=true)"
     if os.environ.get("CI") == "true":
         pytest.fail(reason)
     print(f"SKIP: {reason}")
