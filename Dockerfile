@@ -2,8 +2,8 @@
 #
 # BASE_IMAGE is any Debian-based Python 3.11 image that has the venv module. The default needs a
 # registry; scripts/build-base-images makes a local one from debootstrap where there is none.
-# The build works offline when build/wheelhouse/ holds every wheel the pins need (scripts/compose-smoke
-# fills it on the host with `pip wheel`); without it, pip uses the package index.
+# The build works offline when build/wheelhouse/ holds every wheel the pins need (scripts/fill-wheelhouse
+# downloads them on the host's network); without it, pip uses the package index.
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS builder
