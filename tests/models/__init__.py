@@ -159,3 +159,14 @@ def small_mlp(seed: int = 0) -> onnx.ModelProto:
     h = g.op("Relu", [g.gemm("x", 64, 32)])
     h = g.op("Relu", [g.gemm(h, 32, 32)])
     return g.model("small_mlp", {"x": (1, 64)}, {"logits": g.gemm(h, 32, 10)})
+
+
+def pool_chain(seed: int = 0) -> onnx.ModelProto:
+    """conv → AveragePool → conv, the pool also feeding an Add and a ReduceMean: integer average
+    pools followed by int32 arithmetic and by requantization (tinyocr's recognizer)."""
+    g = _GraphBuilder(seed)
+    act = g.op("Relu", [g.conv("x", 8, 8, 3)])
+    pooled = g.op("AveragePool", [act], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    summed = g.op("Add", [g.conv(pooled, 8, 8, 1), pooled])
+    mean = g.op("ReduceMean", [summed], axes=[2, 3], keepdims=1)
+    return g.model("pool_chain", {"x": (1, 8, 16, 16)}, {"y": g.op("Add", [g.conv(summed, 8, 8, 3), mean])})

@@ -3,7 +3,11 @@ to float) as an int32 sum whose scale absorbs the 1/count — no division for gl
 
 Traps avoided: Relax's mean/avg_pool2d on int8 accumulate in int8 and overflow, so operands are
 widened to int32 first; avg_pool2d divides with truncation, so its operand is shifted left 8 bits
-first (scale / 256) and the truncation costs at most 1/256 of a quantization step.
+first (scale / 256) and the truncation costs at most 1/256 of a quantization step. LegalizeOps
+turns an int32 avg_pool2d into an int64 result although Relax types it int32, so the next int32
+op fails to build ("Binary operators must have the same datatype"): the pool is followed by an
+explicit cast back to int32 (a no-op where the legalization is already int32). `mean` is realized
+as an int32 `sum` and never meets that legalization.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def _max_pool(ctx: RealizeContext, node: Node) -> QTensor:
 def _avg_pool(ctx: RealizeContext, node: Node) -> QTensor:
     q = ctx.em.cast(ctx.as_input(node.call.args[0]), "int32")
     shifted = R.left_shift(q.expr, ctx.em.const(_AVG_POOL_FRACTION_BITS, "int32"))
-    out = ctx.em.emit(_pool(R.nn.avg_pool2d, shifted, node))
+    out = ctx.em.emit(R.astype(_pool(R.nn.avg_pool2d, shifted, node), "int32"))
     return QTensor(out, "int32", q.scale / 2**_AVG_POOL_FRACTION_BITS)
 
 
