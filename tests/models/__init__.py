@@ -170,3 +170,15 @@ def pool_chain(seed: int = 0) -> onnx.ModelProto:
     summed = g.op("Add", [g.conv(pooled, 8, 8, 1), pooled])
     mean = g.op("ReduceMean", [summed], axes=[2, 3], keepdims=1)
     return g.model("pool_chain", {"x": (1, 8, 16, 16)}, {"y": g.op("Add", [g.conv(summed, 8, 8, 3), mean])})
+
+
+def importer_primfuncs(seed: int = 0) -> onnx.ModelProto:
+    """A reflect Pad and an even-kernel Conv with auto_pad=SAME_UPPER: TVM's ONNX importer emits
+    each as a TIR PrimFunc of its own (`mirror_pad`, `pad`) called from main."""
+    g = _GraphBuilder(seed)
+    pads = g.const("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))
+    padded = g.op("Pad", ["x", pads], mode="reflect")
+    w = g.rng.normal(0.0, np.sqrt(2.0 / (8 * 4)), (8, 8, 2, 2)).astype(np.float32)
+    same = g.op("Conv", [padded, g.const("same.w", w)], kernel_shape=[2, 2], auto_pad="SAME_UPPER")
+    act = g.op("Relu", [same])
+    return g.model("importer_primfuncs", {"x": (1, 8, 16, 16)}, {"y": g.conv(act, 8, 8, 3)})

@@ -15,7 +15,7 @@ from tvm import relax
 
 from worker.errors import NotFullyIntegralError
 from worker.quantize.classify import OpInfo, classify, lowered_ops
-from worker.quantize.graph import is_tensor
+from worker.quantize.graph import is_tensor, with_functions_of
 
 
 def _bindings(func: relax.Function) -> list[relax.VarBinding]:
@@ -114,7 +114,7 @@ def split_conversions(mod: tvm.IRModule) -> tvm.IRModule:
                 for i, v in enumerate(exports[s]):
                     env[v] = bb.emit(relax.TupleGetItem(call, i))
         bb.emit_func_output(gv)
-    return bb.get()
+    return with_functions_of(bb.get(), mod)
 
 
 def float_core_ops(mod: tvm.IRModule) -> list[OpInfo]:

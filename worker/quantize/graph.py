@@ -37,6 +37,7 @@ class Node:
 
 @dataclass
 class Graph:
+    module: tvm.IRModule
     func: relax.Function
     params: list[relax.Var]
     nodes: list[Node]
@@ -77,7 +78,7 @@ def build_graph(mod: tvm.IRModule) -> Graph:
     func = mod["main"]
     body = func.body
     bindings = [b for block in body.blocks for b in block.bindings]
-    graph = Graph(func=func, params=list(func.params), nodes=[], output=body.body)
+    graph = Graph(module=mod, func=func, params=list(func.params), nodes=[], output=body.body)
     for index, binding in enumerate(bindings):
         if not isinstance(binding, relax.VarBinding):
             raise InternalError(f"unexpected binding kind {type(binding).__name__} in main")
@@ -85,6 +86,20 @@ def build_graph(mod: tvm.IRModule) -> Graph:
         graph.nodes.append(node)
         graph.by_var[binding.var] = node
     return graph
+
+
+def with_functions_of(mod: tvm.IRModule, source: tvm.IRModule) -> tvm.IRModule:
+    """`mod` plus every function of `source` it lacks, under the same GlobalVar.
+
+    The ONNX importer adds TIR PrimFuncs of its own (`pad` for an even SAME_UPPER conv,
+    `mirror_pad` for a reflect Pad) that main calls; a pass that rebuilds main in a fresh
+    BlockBuilder must carry them over, or the build fails with "no definition of I.GlobalVar".
+    """
+    present = {gv.name_hint for gv in mod.get_global_vars()}
+    for gv, func in source.functions.items():
+        if gv.name_hint not in present:
+            mod[gv] = func
+    return mod
 
 
 def tuple_fields(graph: Graph, expr: relax.Expr) -> list[relax.Expr] | None:

@@ -19,7 +19,7 @@ from worker.errors import InternalError
 from worker.qconfig import QConfig
 from worker.quantize.annotate import Annotation, operands
 from worker.quantize.calibration import weight_threshold
-from worker.quantize.graph import Graph, Node, const_value, tuple_fields
+from worker.quantize.graph import Graph, Node, const_value, tuple_fields, with_functions_of
 from worker.quantize.ops import rule_for
 from worker.quantize.ops.base import Value
 from worker.quantize.qtensor import Emitter, QTensor, qmax, scale_for
@@ -203,7 +203,7 @@ class Realizer:
                     result = relax.Tuple([self.float_value(self.value(o)) for o in outputs])
                 gv = self.bb.emit_output(result)
             self.bb.emit_func_output(gv)
-        return self.bb.get()
+        return with_functions_of(self.bb.get(), self.graph.module)
 
     def layer_module(self, outputs: Sequence[relax.Expr]) -> tvm.IRModule:
         """The same quantized module returning the dequantized values of `outputs` (per-layer
