@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quantize", help="quantize and build an ONNX model in-process")
     q.add_argument("model", help="the .onnx model")
-    q.add_argument("--calibration", "-c", help=".npz keyed by ONNX input names (N samples stacked)")
+    q.add_argument(
+        "--calibration", "-c", help=".npz: input name -> N stacked samples, or '<k>/<input name>' -> feed k"
+    )
     q.add_argument("--qconfig", "-q", help="qconfig JSON file (default: Relay's defaults)")
     q.add_argument("--target", help='overrides the qconfig target: "llvm -mcpu=znver3" or a JSON dict')
     q.add_argument("--out", "-o", default="out", help="output directory (default: out/)")

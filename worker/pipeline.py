@@ -16,15 +16,12 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from worker.errors import CalibrationError
 from worker.qconfig import QConfig
 
 if TYPE_CHECKING:  # the stages import TVM when they run, after "load" is reported
-    import onnx
     import tvm
 
+    from worker.frontend import CalibrationSet, ModelInput, Upload
     from worker.quantize.annotate import Annotation
     from worker.quantize.calibrate import CalibrationResult, Runner
     from worker.quantize.graph import Graph
@@ -48,6 +45,9 @@ STAGES: tuple[tuple[str, int], ...] = (
 )
 
 Progress = Callable[[str, int], None]
+
+#: feeds the report evaluates (accuracy, the first one for latency)
+_EVAL_FEEDS = 16
 
 
 @dataclass
@@ -99,48 +99,6 @@ class _Stages:
         self.progress("done", 100)
 
 
-def _split(
-    calibration: dict[str, np.ndarray] | None, qconfig: QConfig, batch: int
-) -> tuple[dict[str, np.ndarray] | None, dict[str, np.ndarray] | None]:
-    """(calibration part, held-out part). Default hold-out: N//5 when that leaves both sides a batch."""
-    if calibration is None:
-        return None, None
-    count = len(next(iter(calibration.values())))
-    holdout = qconfig.holdout_samples
-    if holdout is None:
-        holdout = count // 5 if count // 5 >= batch and count - count // 5 >= batch else 0
-    if holdout >= count:
-        raise CalibrationError(
-            f"holdout_samples={holdout} leaves no calibration samples (the data has {count})",
-            field="holdout_samples",
-        )
-    if holdout == 0:
-        return calibration, None
-    return (
-        {k: v[: count - holdout] for k, v in calibration.items()},
-        {k: v[count - holdout :] for k, v in calibration.items()},
-    )
-
-
-def _eval_batches(
-    batch: int,
-    calib: dict[str, np.ndarray] | None,
-    held: dict[str, np.ndarray] | None,
-    shapes: dict[str, tuple[int, ...]],
-    names: list[str],
-    limit: int = 16,
-) -> list[list[np.ndarray]]:
-    """The report's evaluation inputs: held-out samples, else the calibration samples, else (no
-    data at all, global_scale) seeded standard-normal inputs."""
-    from worker.quantize.calibrate import batches
-
-    data = held if held is not None else calib
-    if data is None:
-        rng = np.random.default_rng(0)
-        data = {n: rng.standard_normal((batch * 4, *shapes[n][1:])).astype(np.float32) for n in names}
-    return list(batches(data, names, batch, limit))
-
-
 def run_pipeline(
     model_path: Path,
     calibration_path: Path | None,
@@ -153,14 +111,14 @@ def run_pipeline(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    stages.start("load")  # first: the stages import TVM, which takes seconds
-    target_spec, target = _target(qconfig)
+    stages.start("load")
+    upload = _load(Path(model_path), calibration_path, qconfig)  # before TVM: a bad upload fails at once
+    target_spec, target = _target(qconfig)  # the stages import TVM, which takes seconds
     run = _runner(target)
-    model, calibration = _load(Path(model_path), calibration_path, qconfig)
     stages.start("import")
-    imported = _import(model, calibration)
+    imported = _import(upload)
     stages.start("optimize")
-    prepared = _optimize(imported, calibration, qconfig)
+    prepared = _optimize(imported, upload.calibration, qconfig)
     stages.start("partition")
     parts = _partition(prepared, qconfig)
     stages.start("annotate")
@@ -187,7 +145,7 @@ class _Imported:
 
     mod: tvm.IRModule
     shapes: dict[str, tuple[int, ...]]
-    input_names: list[str]
+    inputs: list[ModelInput]
     output_names: list[str]
 
 
@@ -198,9 +156,8 @@ class _Prepared:
     imported: _Imported
     mod: tvm.IRModule
     graph: Graph
-    batch: int
-    calibration: dict[str, np.ndarray] | None
-    held_out: dict[str, np.ndarray] | None
+    calibration: CalibrationSet | None
+    held_out: CalibrationSet | None
 
 
 @dataclass
@@ -230,39 +187,33 @@ def _runner(target: tvm.target.Target) -> Runner:
     return partial(compile_and_load, target=target)
 
 
-def _load(
-    model_path: Path, calibration_path: Path | None, qconfig: QConfig
-) -> tuple[onnx.ModelProto, dict[str, np.ndarray] | None]:
+def _load(model_path: Path, calibration_path: Path | None, qconfig: QConfig) -> Upload:
+    """The upload contract (the API checks the same), then every calibration value."""
     from worker import frontend
 
-    model = frontend.load_onnx(model_path)
-    calibration = frontend.load_calibration(calibration_path, model)
-    if calibration is None and qconfig.calibrate_mode != "global_scale":
-        raise CalibrationError(
-            f"calibrate_mode={qconfig.calibrate_mode!r} needs calibration data (an .npz keyed by the "
-            "model's input names); only global_scale works without",
-            field="calibration",
-        )
-    return model, calibration
+    upload = frontend.open_upload(model_path, Path(calibration_path) if calibration_path else None, qconfig)
+    if upload.calibration is not None:
+        upload.calibration.check_values()
+    return upload
 
 
-def _import(model: onnx.ModelProto, calibration: dict[str, np.ndarray] | None) -> _Imported:
+def _import(upload: Upload) -> _Imported:
     from worker import frontend
 
-    shapes = frontend.fixed_input_shapes(model, calibration)
-    mod = frontend.import_relax(frontend.simplify(model, shapes), shapes)
-    return _Imported(mod, shapes, frontend.input_names(model), frontend.output_names(model))
+    shapes = frontend.fixed_input_shapes(upload.model, upload.calibration)
+    mod = frontend.import_relax(frontend.simplify(upload.model, shapes), shapes)
+    return _Imported(mod, shapes, upload.inputs, frontend.output_names(upload.model))
 
 
-def _optimize(imported: _Imported, calibration: dict[str, np.ndarray] | None, qconfig: QConfig) -> _Prepared:
+def _optimize(imported: _Imported, calibration: CalibrationSet | None, qconfig: QConfig) -> _Prepared:
     from worker.quantize.graph import build_graph
     from worker.quantize.prerequisite import prerequisite_optimize
 
     mod = prerequisite_optimize(imported.mod)
-    graph = build_graph(mod)
-    batch = int(graph.params[0].ty.shape[0])
-    calib_part, held_part = _split(calibration, qconfig, batch)
-    return _Prepared(imported, mod, graph, batch, calib_part, held_part)
+    calib_part, held_part = (
+        calibration.split_holdout(qconfig.holdout_samples) if calibration is not None else (None, None)
+    )
+    return _Prepared(imported, mod, build_graph(mod), calib_part, held_part)
 
 
 def _partition(prepared: _Prepared, qconfig: QConfig) -> Partition:
@@ -326,17 +277,24 @@ def _verify(
 ) -> dict[str, Any]:
     """The report's sections: accuracy and speed from running both artifacts, integrality from IR."""
     from worker.build import load_vm
+    from worker.frontend import CalibrationSet
     from worker.report import verify
     from worker.report.performance import bench_artifacts, constant_bytes
 
     imported, realizer = prepared.imported, realized.realizer
-    evals = _eval_batches(
-        prepared.batch, prepared.calibration, prepared.held_out, imported.shapes, imported.input_names
+    # the report's evaluation inputs: held-out samples, else the calibration samples, else (no data
+    # at all, global_scale) synthetic ones
+    evaluation = (
+        prepared.held_out
+        or prepared.calibration
+        or CalibrationSet.synthetic(imported.inputs, imported.shapes)
     )
+    evals = list(evaluation.feeds(limit=_EVAL_FEEDS))
     accuracy = verify.accuracy(
         load_vm(built.float_artifact),
         load_vm(built.artifact),
         evals,
+        evaluation.batch,
         imported.output_names,
         prepared.held_out is not None,
         prepared.graph,

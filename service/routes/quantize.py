@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from service.context import Context, get_context
 from service.problems import ApiError, too_large
-from service.validation import check_calibration, check_calibration_required, model_inputs
+from worker.frontend import open_upload
 from worker.qconfig import parse_qconfig
 from worker.runtime.celery_app import TASK_NAME
 from worker.runtime.jobs import new_job_id
@@ -63,8 +63,8 @@ def submit(
     calibration: Annotated[
         UploadFile | None,
         File(
-            description=".npz keyed by model input name, samples stacked on axis 0; "
-            "required unless calibrate_mode is global_scale"
+            description=".npz keyed by model input name (samples stacked on axis 0) or by "
+            "'<k>/<input name>' (one feed per sample); required unless calibrate_mode is global_scale"
         ),
     ] = None,
     qconfig: Annotated[str | None, Form(description="qconfig JSON (see GET /qconfig/schema)")] = None,
@@ -75,7 +75,6 @@ def submit(
     config = parse_qconfig(qconfig)
     if calibration is not None and not calibration.filename and not calibration.size:
         calibration = None  # an empty optional file part, as some form clients send
-    check_calibration_required(config, calibration is not None)
 
     job_id = new_job_id()
     try:
@@ -85,11 +84,12 @@ def submit(
             _save(
                 calibration, "calibration", settings.max_calibration_bytes, ctx.blobs.calibration_path(job_id)
             )
-        inputs = model_inputs(ctx.blobs.model_path(job_id))
-        if calibration is not None:
-            check_calibration(
-                ctx.blobs.calibration_path(job_id), inputs, settings.max_calibration_unpacked_bytes
-            )
+        open_upload(  # the pipeline's own upload contract, TVM-free
+            ctx.blobs.model_path(job_id),
+            ctx.blobs.calibration_path(job_id) if calibration is not None else None,
+            config,
+            settings.max_calibration_unpacked_bytes,
+        )
         ctx.jobs.create(
             job_id,
             qconfig=config.model_dump_json(exclude_unset=True),

@@ -69,7 +69,7 @@ def test_imports_builds_and_matches_onnxruntime(name, tmp_path):
     params = mod["main"].params
     assert [tuple(int(d) for d in p.ty.shape) for p in params] == [shapes[n] for n in input_names(model)]
 
-    feeds = {n: calibration[n][: shapes[n][0]] for n in input_names(model)}
+    feeds = dict(zip(calibration.names, calibration.feed(0), strict=True))
     vm = tvm.relax.VirtualMachine(tvm.compile(mod, tvm.target.Target({"kind": "llvm"})), tvm.cpu())
     out = vm["main"](*(tvm.runtime.tensor(feeds[n]) for n in input_names(model)))
     got = [out.numpy()] if isinstance(out, tvm.runtime.Tensor) else [o.numpy() for o in out]
@@ -95,7 +95,7 @@ def test_fallback_without_onnxslim_folds_and_stays_exact(name, tmp_path):
     with pytest.warns(UserWarning, match="simulated onnxslim failure.*falling back"):
         model, calibration, shapes, simple = _front_door(models.exported_model(name), tmp_path)
     assert not {n.op_type for n in simple.graph.node} & (SHAPE_OPS - {"Concat"})
-    feeds = {n: calibration[n][:1] for n in input_names(model)}
+    feeds = dict(zip(calibration.names, calibration.feed(0), strict=True))
     np.testing.assert_array_equal(_run_ort(simple, feeds)[0], _run_ort(model, feeds)[0])
     import_relax(simple, shapes)
 
@@ -118,8 +118,8 @@ def test_unknown_op_is_named_before_the_importer_runs():
     with pytest.raises(UnsupportedOpError) as err:
         import_relax(model, {"x": (1, 64)})
     assert err.value.code == "E_UNSUPPORTED_OP"
-    assert err.value.detail["op"] == "Frobnicate"
-    assert err.value.message.startswith("TVM's ONNX importer has no converter for Frobnicate")
+    assert err.value.detail["op"] == "Frobnicate" and err.value.detail["ops"] == {"Frobnicate": 1}
+    assert err.value.message.startswith("TVM's ONNX importer has no converter for Frobnicate (1 node)")
 
 
 def test_importer_failure_is_model_import_error():
@@ -186,3 +186,37 @@ def test_digits_cnn_through_tvm_keeps_its_recorded_accuracy(tmp_path):
     accuracy = float(np.mean(np.array(predictions) == y))
     assert accuracy >= 0.95
     assert abs(accuracy - models.digits_float_accuracy()) <= 1 / len(y)
+
+
+def test_scalar_integer_input_simplifies_imports_and_keeps_its_dtype(tmp_path):
+    """silero-vad's `sr`: a rank-0 int64 input. onnxslim takes no shape for it (it used to fail and
+    fall back); the imported main takes it as an int64 scalar."""
+    import warnings
+
+    import tvm
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["sr"], ["k"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["x", "k"], ["y"]),
+        ],
+        "scalar_input",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+            helper.make_tensor_value_info("sr", TensorProto.INT64, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    npz = tmp_path / "c.npz"
+    np.savez(npz, **{"0/x": np.ones((1, 4), np.float32), "0/sr": np.array(3, np.int64)})
+    calibration = load_calibration(npz, model)
+    shapes = fixed_input_shapes(model, calibration)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        simple = simplify(model, shapes)
+    mod = import_relax(simple, shapes)
+    assert [str(p.ty.dtype) for p in mod["main"].params] == ["float32", "int64"]
+    vm = tvm.relax.VirtualMachine(tvm.compile(mod, tvm.target.Target({"kind": "llvm"})), tvm.cpu())
+    got = vm["main"](*(tvm.runtime.tensor(a) for a in calibration.feed(0))).numpy()
+    np.testing.assert_array_equal(got, np.full((1, 4), 3.0, np.float32))

@@ -111,7 +111,7 @@ def test_external_initializer_is_refused_without_opening_it(tmp_path):
     with _recording_opens() as opened, pytest.raises(ExternalDataError) as err:
         load_onnx(path)
     assert err.value.code == "E_EXTERNAL_DATA"
-    assert err.value.detail == {"tensor": tensor.name}
+    assert err.value.detail == {"field": "model", "tensor": tensor.name}
     assert tensor.name in err.value.message
     assert str(path) in opened, "the audit hook should see the model itself being read"
     assert str(secret) not in opened

@@ -100,16 +100,24 @@ class _GraphBuilder:
         return self.op("Gemm", [x, self.const(f"fc{idx}.w", w), self.const(f"fc{idx}.b", b)], transB=1)
 
     def model(
-        self, name: str, inputs: dict[str, tuple[int, ...]], outputs: dict[str, str]
+        self,
+        name: str,
+        inputs: dict[str, tuple[int | str, ...]],
+        outputs: dict[str, str],
+        types: dict[str, int] | None = None,
     ) -> onnx.ModelProto:
-        """Finish: `outputs` maps the graph output names to the values that become them."""
+        """Finish: `outputs` maps the graph output names to the values that become them; inputs are
+        float unless `types` gives their ONNX element type."""
         renames = {value: out_name for out_name, value in outputs.items()}
         for node in self.nodes:
             node.output[:] = [renames.get(o, o) for o in node.output]
         graph = helper.make_graph(
             self.nodes,
             name,
-            [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
+            [
+                helper.make_tensor_value_info(n, (types or {}).get(n, TensorProto.FLOAT), s)
+                for n, s in inputs.items()
+            ],
             [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
             self.weights,
         )
@@ -182,3 +190,58 @@ def importer_primfuncs(seed: int = 0) -> onnx.ModelProto:
     same = g.op("Conv", [padded, g.const("same.w", w)], kernel_shape=[2, 2], auto_pad="SAME_UPPER")
     act = g.op("Relu", [same])
     return g.model("importer_primfuncs", {"x": (1, 8, 16, 16)}, {"y": g.conv(act, 8, 8, 3)})
+
+
+def conv_layer_norm_conv(seed: int = 0, offset: float = 10.0) -> onnx.ModelProto:
+    """conv → a layer norm over channels decomposed as exporters write it (magika's: mean, E[x²],
+    var = E[x²] − E[x]², 1/sqrt(var + eps), (x − mean) · rstd · gamma + beta) → conv. The first
+    conv's bias is shifted by `offset`, so mean² and E[x²] are nearly equal, as in real features."""
+    g = _GraphBuilder(seed)
+    x = g.op("Add", [g.conv("x", 8, 16, 3), g.const("offset", np.full((1, 16, 1, 1), offset, np.float32))])
+    mean = g.op("ReduceMean", [x], axes=[1], keepdims=1)
+    mean_sq = g.op("ReduceMean", [g.op("Mul", [x, x])], axes=[1], keepdims=1)
+    var = g.op("Sub", [mean_sq, g.op("Mul", [mean, mean])])
+    eps = g.const("eps", np.array(1e-5, np.float32))
+    rstd = g.op("Reciprocal", [g.op("Sqrt", [g.op("Add", [var, eps])])])
+    normed = g.op("Mul", [g.op("Sub", [x, mean]), rstd])
+    gamma = g.const("gamma", g.rng.uniform(0.5, 1.5, (1, 16, 1, 1)).astype(np.float32))
+    beta = g.const("beta", g.rng.normal(0.0, 0.1, (1, 16, 1, 1)).astype(np.float32))
+    affine = g.op("Add", [g.op("Mul", [normed, gamma]), beta])
+    return g.model(
+        "conv_layer_norm_conv", {"x": (1, 8, 16, 16)}, {"y": g.conv(g.op("Relu", [affine]), 16, 8, 3)}
+    )
+
+
+def token_embedding(seed: int = 0) -> onnx.ModelProto:
+    """int32 token ids (magika's byte input): ids × 2 (an integer multiply, which has an int8 rule)
+    → Gather from an embedding → MatMul → Relu → MatMul."""
+    g = _GraphBuilder(seed)
+    doubled = g.op("Mul", ["ids", g.const("two", np.array(2, np.int32))])
+    table = g.const("embedding", g.rng.normal(0.0, 1.0, (32, 8)).astype(np.float32))
+    embedded = g.op("Gather", [table, doubled], axis=0)
+    w1 = g.const("w1", g.rng.normal(0.0, 0.5, (8, 8)).astype(np.float32))
+    w2 = g.const("w2", g.rng.normal(0.0, 0.5, (8, 4)).astype(np.float32))
+    hidden = g.op("Relu", [g.op("MatMul", [embedded, w1])])
+    return g.model(
+        "token_embedding", {"ids": ("N", 16)}, {"y": g.op("MatMul", [hidden, w2])}, {"ids": TensorProto.INT32}
+    )
+
+
+def scalar_and_state(seed: int = 0) -> onnx.ModelProto:
+    """silero-vad's interface without its LSTM: audio x (N, 64), a state (2, N, 16) batched on axis 1
+    and a scalar int64 sample rate; y = relu(x·W + sum(state)·V) · sr / 16000."""
+    g = _GraphBuilder(seed)
+    w = g.const("w", g.rng.normal(0.0, 0.2, (64, 16)).astype(np.float32))
+    v = g.const("v", g.rng.normal(0.0, 0.3, (16, 16)).astype(np.float32))
+    axis0 = g.const("axis0", np.array([0], np.int64))
+    state = g.op("ReduceSum", ["state", axis0], keepdims=0)
+    hidden = g.op("Relu", [g.op("Add", [g.op("MatMul", ["x", w]), g.op("MatMul", [state, v])])])
+    rate = g.op(
+        "Div", [g.op("Cast", ["sr"], to=TensorProto.FLOAT), g.const("base", np.array(16000, np.float32))]
+    )
+    return g.model(
+        "scalar_and_state",
+        {"x": ("N", 64), "state": (2, "N", 16), "sr": ()},
+        {"y": g.op("Mul", [hidden, rate])},
+        {"sr": TensorProto.INT64},
+    )

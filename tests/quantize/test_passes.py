@@ -52,7 +52,8 @@ def _calibrated(mode: str, data: np.ndarray, **extra):
     graph = _graph(model)
     qconfig = QConfig(calibrate_mode=mode, skip_dense_layer=False, **extra)
     annotation = annotate(graph, partition(graph, qconfig), qconfig)
-    result = calibrate(graph, annotation, {"x": data}, qconfig, RUN)
+    data = frontend.CalibrationSet.from_arrays({"x": data}, frontend.model_inputs(model))
+    result = calibrate(graph, annotation, data, qconfig, RUN)
     return graph, result
 
 
@@ -106,7 +107,8 @@ def test_power_of_two_config_requantizes_with_shifts_only():
 def test_simulation_is_float_and_close_to_realized():
     model = models.small_cnn()
     graph = _graph(model)
-    data = models.random_calibration(model, 8, 0)
+    arrays = models.random_calibration(model, 8, 0)
+    data = frontend.CalibrationSet.from_arrays(arrays, frontend.model_inputs(model))
     outs = {}
     for simulate in (False, True):
         qconfig = QConfig(calibrate_mode="max", skip_conv_layers=[], do_simulation=simulate)
@@ -123,7 +125,7 @@ def test_simulation_is_float_and_close_to_realized():
             ]
             assert "relax.nn.conv2d" in ops
         vm = relax.VirtualMachine(tvm.compile(qmod, TARGET), tvm.cpu())
-        outs[simulate] = vm["main"](tvm.runtime.tensor(data["x"][:1])).numpy()
+        outs[simulate] = vm["main"](tvm.runtime.tensor(arrays["x"][:1])).numpy()
     a, b = outs[False].ravel(), outs[True].ravel()
     assert float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) > 0.995
 

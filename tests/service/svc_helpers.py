@@ -51,6 +51,20 @@ def custom_op_model_bytes() -> bytes:
     return helper.make_model(graph, opset_imports=opsets).SerializeToString()
 
 
+def conv4d_model_bytes() -> bytes:
+    """Valid ONNX with only supported op types that TVM's importer still refuses (a 4-d convolution:
+    it stops at 3 spatial dims), so it passes the upload checks and fails in the worker."""
+    w = numpy_helper.from_array(np.ones((1, 1, 1, 1, 1, 1), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        "conv4d",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 3, 3, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 3, 3, 3, 3])],
+        [w],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
 def npz_bytes(**arrays: Any) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)

@@ -14,7 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from svc_helpers import calibration_samples, conv_model_bytes, npz_bytes, submission
+from onnx import TensorProto, helper
+from svc_helpers import (
+    INPUT_SHAPE,
+    calibration_samples,
+    conv_model_bytes,
+    custom_op_model_bytes,
+    npz_bytes,
+    submission,
+)
 
 from service.app import create_app
 from worker.runtime.settings import Settings
@@ -155,6 +163,40 @@ def test_calibration_mismatch_is_422_naming_the_input(
     response = client.post("/quantize", **submission(conv_model_bytes(), calibration, MAX_MODE))
     detail = _problem(response, 422, "E_CALIBRATION")
     assert detail["input"] == named and detail["field"] == "calibration"
+
+
+def test_per_sample_calibration_is_accepted(client: TestClient) -> None:
+    feeds = {f"{k}/x": sample[None] for k, sample in enumerate(calibration_samples(3))}
+    response = client.post("/quantize", **submission(conv_model_bytes(), npz_bytes(**feeds), MAX_MODE))
+    assert response.status_code == 202, response.text
+
+
+def test_per_sample_feed_missing_an_input_is_422_naming_input_and_feed(client: TestClient) -> None:
+    feeds = {"0/x": calibration_samples(1), "2/x": calibration_samples(1)}
+    response = client.post("/quantize", **submission(conv_model_bytes(), npz_bytes(**feeds), MAX_MODE))
+    detail = _problem(response, 422, "E_CALIBRATION")
+    assert (detail["input"], detail["feed"]) == ("x", 1)
+
+
+def test_unsupported_op_is_422_before_queueing(client: TestClient) -> None:
+    detail = _problem(
+        client.post("/quantize", **submission(custom_op_model_bytes())), 422, "E_UNSUPPORTED_OP"
+    )
+    assert detail["ops"] == {"Frobnicate": 1} and detail["field"] == "model"
+    assert client.get("/jobs").json()["total"] == 0
+
+
+def test_input_without_a_declared_tensor_shape_is_422(client: TestClient) -> None:
+    """A sequence input passes onnx's checker but has no tensor shape to compile for."""
+    graph = helper.make_graph(
+        [helper.make_node("SequenceLength", ["x"], ["y"])],
+        "sequence_input",
+        [helper.make_tensor_sequence_value_info("x", TensorProto.FLOAT, INPUT_SHAPE)],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    detail = _problem(client.post("/quantize", **submission(model)), 422, "E_MODEL_INVALID")
+    assert detail == {"field": "model", "input": "x"}
 
 
 def test_calibration_that_is_not_npz_is_422(client: TestClient) -> None:

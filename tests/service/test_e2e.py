@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 from svc_helpers import (
     calibration_samples,
+    conv4d_model_bytes,
     conv_model_bytes,
-    custom_op_model_bytes,
     npz_bytes,
     submission,
     wait_for,
@@ -86,11 +86,11 @@ def test_quantize_end_to_end(live: tuple[TestClient, Settings], tmp_path: Path) 
 
 def test_a_model_tvm_cannot_import_fails_with_its_code(live: tuple[TestClient, Settings]) -> None:
     client, _ = live
-    response = client.post("/quantize", **submission(custom_op_model_bytes(), qconfig='{"preset": "relay"}'))
+    response = client.post("/quantize", **submission(conv4d_model_bytes(), qconfig='{"preset": "relay"}'))
     assert response.status_code == 202, response.text
     job = wait_for(client, response.json()["job_id"], {"succeeded", "failed", "cancelled"})
     assert job["state"] == "failed", job
-    assert job["error"]["code"].startswith("E_") and job["error"]["code"] != "E_INTERNAL", job["error"]
+    assert job["error"]["code"] == "E_IMPORT", job["error"]
     assert job["error"]["message"]
     missing = client.get(f"/jobs/{job['id']}/artifact")
     assert missing.status_code == 404 and missing.json()["code"] == "E_NO_RESULT"

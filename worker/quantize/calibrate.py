@@ -7,9 +7,10 @@ run returns (Relay's meaning): more chunks = more passes over the data, less mem
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tvm
@@ -24,6 +25,9 @@ from worker.quantize.realize import probe_module
 #: Builds a module for the job's target and loads it (the pipeline's build.compile_and_load).
 Runner = Callable[[tvm.IRModule], relax.VirtualMachine]
 
+if TYPE_CHECKING:
+    from worker.frontend import CalibrationSet
+
 
 @dataclass
 class CalibrationResult:
@@ -33,22 +37,6 @@ class CalibrationResult:
     batches: int = 0
     #: per point: (name, kind, bits it is quantized to, the collector's choice)
     table: list[tuple[str, str, int, Choice]] = field(default_factory=list)
-
-
-def batches(
-    calibration: dict[str, np.ndarray], names: list[str], batch: int, limit: int | None = None
-) -> Iterator[list[np.ndarray]]:
-    """Samples `batch` at a time in input order; a short last batch wraps around to the start so
-    every sample is seen and every batch has the compiled shape."""
-    count = len(next(iter(calibration.values())))
-    for step in range(batch_count(count, batch, limit)):
-        index = np.arange(step * batch, (step + 1) * batch) % count
-        yield [np.ascontiguousarray(calibration[n][index], dtype=np.float32) for n in names]
-
-
-def batch_count(count: int, batch: int, limit: int | None = None) -> int:
-    steps = -(-count // batch)
-    return steps if limit is None else min(steps, limit)
 
 
 def _update(work: list[tuple[Collector, np.ndarray]]) -> None:
@@ -65,7 +53,7 @@ def _chunks(points: list[relax.Expr], size: int) -> list[list[relax.Expr]]:
 def calibrate(
     graph: Graph,
     annotation: Annotation,
-    calibration: dict[str, np.ndarray] | None,
+    calibration: CalibrationSet | None,
     qconfig: QConfig,
     run: Runner,
     progress: Callable[[float], None] = lambda fraction: None,
@@ -92,14 +80,11 @@ def calibrate(
         for collector in collectors.values():
             collector.update(np.zeros(1, np.float32))
     else:
-        input_names = [p.name for p in graph.params]
-        batch = int(graph.params[0].ty.shape[0])
         param_index = {p: i for i, p in enumerate(graph.params)}
         inner = [p for p in points if p not in param_index]
         chunks = _chunks(inner, qconfig.calibrate_chunk_by) or [[]]
         total = len(chunks)
-        count = len(next(iter(calibration.values())))
-        steps = batch_count(count, batch, qconfig.calibration_batches)
+        steps = calibration.feed_count(qconfig.calibration_batches)
         for done, chunk in enumerate(chunks):
             vm = run(probe_module(graph, qconfig, chunk)) if chunk else None
             inputs_seen = {p: i for p, i in param_index.items() if p in collectors} if done == 0 else {}
@@ -108,7 +93,7 @@ def calibrate(
             # (numpy releases the GIL); one update task at a time keeps each collector sequential
             with ThreadPoolExecutor(max_workers=1) as pool:
                 pending: Future | None = None
-                for inputs in batches(calibration, input_names, batch, qconfig.calibration_batches):
+                for inputs in calibration.feeds(qconfig.calibration_batches):
                     work = [(collectors[p], inputs[i]) for p, i in inputs_seen.items()]
                     if vm is not None:
                         outs = vm["main"](*[tvm.runtime.tensor(x) for x in inputs])
@@ -120,7 +105,7 @@ def calibrate(
                     progress((done + seen / steps) / total)
                 if pending is not None:
                     pending.result()
-            result.batches, result.samples = seen, seen * batch
+            result.batches, result.samples = seen, seen * calibration.batch
     names = labels(graph)
     for p, c in collectors.items():
         choice = c.choice()

@@ -15,18 +15,11 @@ from tvm import relax
 
 from worker.errors import NotFullyIntegralError
 from worker.quantize.classify import OpInfo, classify, lowered_ops
-from worker.quantize.graph import is_tensor, with_functions_of
+from worker.quantize.graph import dtypes_of, is_tensor, with_functions_of
 
 
 def _bindings(func: relax.Function) -> list[relax.VarBinding]:
     return [b for block in func.body.blocks for b in block.bindings]
-
-
-def _dtypes(expr: relax.Expr) -> list[str]:
-    ty = expr.ty
-    if isinstance(ty, relax.TupleType):
-        return [str(f.dtype) for f in ty.fields if isinstance(f, relax.TensorType)]
-    return [str(ty.dtype)] if isinstance(ty, relax.TensorType) else []
 
 
 def relax_groups(func: relax.Function) -> dict[str, str]:
@@ -37,8 +30,8 @@ def relax_groups(func: relax.Function) -> dict[str, str]:
         used = [
             v for v in relax.analysis.free_vars(b.value) if is_tensor(v) or isinstance(v.ty, relax.TupleType)
         ]
-        ins = [d for v in used for d in _dtypes(v)]
-        outs = _dtypes(b.var)
+        ins = [d for v in used for d in dtypes_of(v)]
+        outs = dtypes_of(b.var)
         integral = bool(ins + outs) and all(d.startswith("int") for d in ins + outs)
         ops.append(
             (

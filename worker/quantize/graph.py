@@ -66,6 +66,14 @@ def is_tensor(expr: relax.Expr) -> bool:
     return isinstance(getattr(expr, "ty", None), relax.TensorType)
 
 
+def dtypes_of(expr: relax.Expr) -> list[str]:
+    """The dtype of a tensor, or of each tensor field of a tuple; [] for anything else."""
+    ty = expr.ty
+    if isinstance(ty, relax.TupleType):
+        return [str(f.dtype) for f in ty.fields if isinstance(f, relax.TensorType)]
+    return [str(ty.dtype)] if isinstance(ty, relax.TensorType) else []
+
+
 def shape_of(expr: relax.Expr) -> tuple[int, ...]:
     shape = expr.ty.shape
     if shape is None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from tvm import relax
 
 from worker.qconfig import QConfig
-from worker.quantize.graph import Graph, Node
+from worker.quantize.graph import Graph, Node, dtypes_of, tuple_fields
 from worker.quantize.ops import rule_for
 from worker.quantize.ops.base import skipped_layer
 
@@ -45,6 +45,15 @@ def is_quantized(graph: Graph, partition: Partition, expr: relax.Expr) -> bool:
     return is_quantized(graph, partition, value) if isinstance(value, relax.Var) else False
 
 
+def _integer_tensor(graph: Graph, node: Node) -> str | None:
+    """The first non-float tensor an op reads or writes. Integer tensors (token ids, byte values,
+    lengths, sample rates, masks) are exact as they are: quantizing them would only break them."""
+    exprs = [node.var]
+    for arg in node.call.args:
+        exprs.extend(tuple_fields(graph, arg) or [arg])
+    return next((d for e in exprs for d in dtypes_of(e) if not d.startswith(("float", "bfloat"))), None)
+
+
 def _excluded(op: str, qconfig: QConfig) -> bool:
     if op in qconfig.exclude_ops:
         return True
@@ -67,6 +76,8 @@ def partition(graph: Graph, qconfig: QConfig) -> Partition:
             layers[layer] += 1
         if _excluded(node.op, qconfig):
             result.reasons[node] = "excluded by qconfig"
+        elif (dtype := _integer_tensor(graph, node)) is not None:
+            result.reasons[node] = f"integer tensors ({dtype}: exact already, never quantized)"
         elif layer is not None and skipped_layer(layer, result.layer_index[node], qconfig):
             result.reasons[node] = "skipped layer"
         elif (why := rule.accepts(node)) is not None:

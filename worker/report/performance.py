@@ -103,7 +103,7 @@ def _vm_runner(lib_path: Path, inputs: list[np.ndarray]) -> Callable[[], object]
     device = tvm.cpu()
     vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(str(lib_path)), device)
     main = vm["main"]
-    args = [tvm.runtime.tensor(np.ascontiguousarray(x), device) for x in inputs]
+    args = [tvm.runtime.tensor(np.require(x, requirements="C"), device) for x in inputs]  # 0-d stays 0-d
 
     def run() -> object:
         out = main(*args)

@@ -72,6 +72,7 @@ def accuracy(
     float_vm: tvm.relax.VirtualMachine,
     quant_vm: tvm.relax.VirtualMachine,
     eval_batches: list[list[np.ndarray]],
+    samples_per_feed: int,
     output_names: list[str],
     held_out: bool,
     graph: Graph,
@@ -84,9 +85,8 @@ def accuracy(
         for acc, ref, q in zip(outputs, _run(float_vm, inputs), _run(quant_vm, inputs), strict=True):
             acc.update(ref, q)
     layers = _layer_accuracy(eval_batches[:MAX_LAYER_BATCHES], graph, realizer, qconfig, run)
-    batch = int(graph.params[0].ty.shape[0])
     return Accuracy(
-        samples=len(eval_batches) * batch,
+        samples=len(eval_batches) * samples_per_feed,
         held_out=held_out,
         outputs=[acc.output_accuracy(name) for acc, name in zip(outputs, output_names, strict=True)],
         layers=layers,

@@ -1,0 +1,37 @@
+"""TVM's ONNX importer: the (converted, simplified) model becomes a Relax module.
+
+TVM is imported only inside `import_relax`, so that everything else in the front door stays cheap
+for the service.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import onnx
+
+from worker.errors import ModelImportError, UnsupportedOpError
+from worker.frontend.importer_ops import IMPORTER_OPS
+from worker.frontend.ops import check_supported_ops
+from worker.frontend.simplify import reason_of
+
+if TYPE_CHECKING:
+    import tvm
+
+
+def import_relax(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> tvm.IRModule:
+    """Convert the model to Relax with the weights bound as constants."""
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    check_supported_ops(model, IMPORTER_OPS)  # what our converters rewrite is gone by now
+    try:
+        return from_onnx(
+            model, shape_dict={k: list(v) for k, v in shapes.items()}, keep_params_in_input=False
+        )
+    except tvm.error.OpNotImplemented as exc:
+        raise UnsupportedOpError(f"TVM's ONNX importer: {reason_of(exc)}", reason=reason_of(exc)) from exc
+    except Exception as exc:
+        raise ModelImportError(
+            f"TVM's ONNX importer failed on the simplified model: {reason_of(exc)}", reason=reason_of(exc)
+        ) from exc

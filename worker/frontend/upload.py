@@ -1,0 +1,55 @@
+"""The upload contract: what `POST /quantize` checks before queueing and the pipeline before any
+work, in one place, so the two cannot drift.
+
+Everything here is cheap and TVM-free: the model is parsed and checked (external data refused,
+inputs with declared shapes, every op one the importer or our converters handle), the calibration
+archive is checked against the model's inputs from its headers alone. The pipeline then reads the
+values (finite floats, integers in range), which the API leaves to the worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from worker.errors import CalibrationError
+from worker.frontend.calibration import CalibrationSet
+from worker.frontend.model import ModelInput, load_onnx, model_inputs
+from worker.frontend.npz import NpzArchive
+from worker.frontend.ops import check_supported_ops
+from worker.qconfig import QConfig
+
+
+@dataclass
+class Upload:
+    model: onnx.ModelProto
+    inputs: list[ModelInput]
+    calibration: CalibrationSet | None
+
+
+def require_calibration(qconfig: QConfig, has_calibration: bool) -> None:
+    if not has_calibration and qconfig.calibrate_mode != "global_scale":
+        raise CalibrationError(
+            f"calibrate_mode {qconfig.calibrate_mode!r} needs calibration data: upload an .npz keyed by "
+            "the model's inputs as 'calibration', or use calibrate_mode 'global_scale'",
+            field="calibration",
+        )
+
+
+def open_upload(
+    model_path: Path,
+    calibration_path: Path | None,
+    qconfig: QConfig,
+    max_unpacked_bytes: int | None = None,
+) -> Upload:
+    """Check a submission; raises the QuantizeError naming the first thing wrong with it."""
+    require_calibration(qconfig, calibration_path is not None)
+    model = load_onnx(Path(model_path))
+    inputs = model_inputs(model)
+    check_supported_ops(model)
+    calibration = None
+    if calibration_path is not None:
+        calibration = CalibrationSet.open(NpzArchive(Path(calibration_path)), inputs, max_unpacked_bytes)
+    return Upload(model, inputs, calibration)
