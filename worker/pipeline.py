@@ -236,8 +236,12 @@ def _calibrate(
     progress: Callable[[float], None],
 ) -> CalibrationResult:
     from worker.quantize.calibrate import calibrate
+    from worker.quantize.partition import apply_float_safety
 
-    return calibrate(prepared.graph, annotation, prepared.calibration, qconfig, run, progress=progress)
+    cal = calibrate(prepared.graph, annotation, prepared.calibration, qconfig, run, progress=progress)
+    # ops whose calibrated ranges would not survive int8 stay float (the rules' float_safety)
+    apply_float_safety(prepared.graph, annotation.partition, cal.thresholds)
+    return cal
 
 
 def _realize(

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 from tvm import relax
 
 from worker.qconfig import QConfig
-from worker.quantize.graph import Graph, Node, dtypes_of, tuple_fields
+from worker.quantize.float_safety import layer_norms
+from worker.quantize.graph import Graph, Node, const_value, dtypes_of, is_const, tuple_fields
 from worker.quantize.ops import rule_for
 from worker.quantize.ops.base import skipped_layer
 
@@ -63,12 +65,13 @@ def _excluded(op: str, qconfig: QConfig) -> bool:
 def partition(graph: Graph, qconfig: QConfig) -> Partition:
     result = Partition()
     layers: Counter[str] = Counter()
+    norms = layer_norms(graph)
     for node in graph.nodes:
         if node.op is None:
             continue
         rule = rule_for(node.op)
         if rule is None:
-            result.reasons[node] = "no rule"
+            result.reasons[node] = norms.get(node, "no rule")
             continue
         layer = rule.layer(node)
         if layer is not None:
@@ -76,6 +79,8 @@ def partition(graph: Graph, qconfig: QConfig) -> Partition:
             layers[layer] += 1
         if _excluded(node.op, qconfig):
             result.reasons[node] = "excluded by qconfig"
+        elif node in norms:
+            result.reasons[node] = norms[node]
         elif (dtype := _integer_tensor(graph, node)) is not None:
             result.reasons[node] = f"integer tensors ({dtype}: exact already, never quantized)"
         elif layer is not None and skipped_layer(layer, result.layer_index[node], qconfig):
@@ -89,3 +94,20 @@ def partition(graph: Graph, qconfig: QConfig) -> Partition:
         else:
             result.reasons[node] = "float operands (follow op outside a quantized region)"
     return result
+
+
+def apply_float_safety(graph: Graph, partition: Partition, thresholds: dict[relax.Expr, float]) -> None:
+    """After calibration: keep float every quantized op whose rule finds, from the calibrated ranges,
+    that it would lose its precision in integers (the reason names why). Its consumers keep their
+    quantization: every operand of a quantized op has a calibrated threshold."""
+
+    def range_of(expr: relax.Expr) -> float:
+        return float(np.max(np.abs(const_value(expr)))) if is_const(expr) else float(thresholds[expr])
+
+    for node in graph.nodes:
+        rule = rule_for(node.op) if node in partition.quantized else None
+        if rule is not None and rule.float_safety is not None:
+            why = rule.float_safety(node, range_of)
+            if why is not None:
+                partition.quantized.discard(node)
+                partition.reasons[node] = why

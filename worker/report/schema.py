@@ -19,8 +19,9 @@ SCHEMA_VERSION = "1.1"
 
 OpGroup = Literal["prefix", "core", "suffix", "float_fallback"]
 #: Why an op kept float dtypes, as the partition decided it: "no rule", "excluded by qconfig",
-#: "skipped layer", "unsupported: <what its rule refuses>", "not int8-safe: <pattern>", "float
-#: operands (...)"; "simulation" means do_simulation built the fake-quantized float module.
+#: "skipped layer", "unsupported: <what its rule refuses>", "not int8-safe: <pattern>", "integer
+#: tensors (...)", "layer norm: ...", "cancellation: ...", "float operands (...)"; "simulation" means
+#: do_simulation built the fake-quantized float module.
 FloatReason = Annotated[str, StringConstraints(min_length=1)]
 TensorKind = Literal["input", "activation", "weight"]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]

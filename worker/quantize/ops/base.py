@@ -75,6 +75,9 @@ class OpRule:
     lut: the float function a 256-entry int8 table implements.
     macs: multiply-accumulates of one call (its Relax call and output shape) for the report;
     None for ops whose cost is not counted.
+    float_safety: given the calibrated |x| range of a tensor (a constant's is its max |value|), why
+    this call would lose its precision in integers, or None; asked after calibration (its output
+    is then calibrated too), and the partition keeps the op float with that reason.
     """
 
     op: str
@@ -89,10 +92,15 @@ class OpRule:
     output_range: float | None = None
     lut: Callable[[np.ndarray, Node], np.ndarray] | None = None
     macs: Callable[[relax.Call, tuple[int, ...]], int] | None = None
+    float_safety: Callable[[Node, Callable[[relax.Expr], float]], str | None] | None = None
 
     def output_threshold(self, qconfig: QConfig) -> bool:
         """Whether the output is a QActivation edge that calibration must find a threshold for."""
-        needs = self.calibrate_output or (self.activation_output and qconfig.nbit_activation < 32)
+        needs = (
+            self.calibrate_output
+            or self.float_safety is not None  # asked with the output's calibrated range
+            or (self.activation_output and qconfig.nbit_activation < 32)
+        )
         return needs and self.output_range is None
 
 

@@ -8,7 +8,10 @@ the product of the scales.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+from tvm import relax
 from tvm.relax import op as R
 
 from worker.quantize.graph import Node, const_value, is_const, shape_of
@@ -17,6 +20,10 @@ from worker.quantize.ops.base import OpRule, RealizeContext, fit_scale
 from worker.quantize.qtensor import Emitter, QTensor
 
 _INT32_LIMIT = 2**31 - 1
+
+#: A difference whose calibrated range is below this fraction of its larger operand's keeps fewer
+#: than 1/8 of the operands' int8 levels: more than 3 of 7 magnitude bits cancel away.
+CANCELLATION_RATIO = 1 / 8
 
 
 def _constant_at(em: Emitter, value: np.ndarray, scale: np.ndarray, ndim: int) -> QTensor:
@@ -73,8 +80,23 @@ def _multiply_accepts(node: Node) -> str | None:
     return None
 
 
+def _cancellation(node: Node, range_of: Callable[[relax.Expr], float]) -> str | None:
+    """Catastrophic cancellation: nearly equal operands, so the difference is tiny next to them."""
+    operands = max(range_of(arg) for arg in node.call.args[:2])
+    result = range_of(node.var)
+    if operands <= 0 or result >= operands * CANCELLATION_RATIO:
+        return None
+    ratio = f"1/{operands / result:.0f}" if result > 0 else "0"
+    return (
+        f"cancellation: the difference's calibrated range {result:.3g} is {ratio} of its operands' "
+        f"{operands:.3g} (nearly equal operands lose their precision in int8); kept float"
+    )
+
+
 register(OpRule("add", "follow", _additive(R.add), activation_output=True))
-register(OpRule("subtract", "follow", _additive(R.subtract), activation_output=True))
+register(
+    OpRule("subtract", "follow", _additive(R.subtract), activation_output=True, float_safety=_cancellation)
+)
 register(
     OpRule(
         "multiply",
