@@ -1,7 +1,7 @@
 """The ONNX front door: everything between a user's files and a Relax module.
 
 model → ops (refuse what nobody converts) → calibration (the data contract) → shapes (fix every
-input shape) → convert (our rewrites of ops TVM lacks) → simplify → importer (TVM's from_onnx).
+input shape) → simplify → importer (our rewrites of ops TVM lacks, then TVM's from_onnx).
 `upload.open_upload` is the upload contract shared by the API and the pipeline.
 
 TVM-free at import (the service imports this package); only `import_relax` loads TVM.
@@ -18,7 +18,7 @@ from worker.frontend.model import (
     model_inputs,
     output_names,
 )
-from worker.frontend.ops import SUPPORTED_OPS, check_supported_ops, convert, unsupported_ops
+from worker.frontend.ops import SUPPORTED_OPS, check_supported_ops, unsupported_ops
 from worker.frontend.shapes import fixed_input_shapes
 from worker.frontend.simplify import simplify
 from worker.frontend.upload import Upload, open_upload, require_calibration
@@ -30,7 +30,6 @@ __all__ = [
     "ModelInput",
     "Upload",
     "check_supported_ops",
-    "convert",
     "fixed_input_shapes",
     "import_relax",
     "input_dims",

@@ -1,7 +1,9 @@
-"""TVM's ONNX importer: the (converted, simplified) model becomes a Relax module.
+"""TVM's ONNX importer: the simplified model becomes a Relax module.
 
-TVM is imported only inside `import_relax`, so that everything else in the front door stays cheap
-for the service.
+Ops TVM lacks are rewritten first (worker/converters), here rather than before simplification:
+the recurrent converters unroll over sequence lengths that only the fixed, simplified shapes make
+static. TVM is imported only inside `import_relax`, so that everything else in the front door stays
+cheap for the service.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import onnx
 
+from worker import converters
 from worker.errors import ModelImportError, UnsupportedOpError
 from worker.frontend.importer_ops import IMPORTER_OPS
 from worker.frontend.ops import check_supported_ops
@@ -24,6 +27,7 @@ def import_relax(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> 
     import tvm
     from tvm.relax.frontend.onnx import from_onnx
 
+    model = converters.rewrite(model)
     check_supported_ops(model, IMPORTER_OPS)  # what our converters rewrite is gone by now
     try:
         return from_onnx(

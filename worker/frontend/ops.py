@@ -39,8 +39,3 @@ def check_supported_ops(model: onnx.ModelProto, supported: frozenset[str] = SUPP
         op=next(iter(unknown)),
         ops=unknown,
     )
-
-
-def convert(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Rewrite the ops TVM's importer lacks into ops it has (before simplification)."""
-    return converters.rewrite(model)
