@@ -46,3 +46,28 @@ def test_cli_named_errors(tmp_path):
     (tmp_path / "q.json").write_text('{"calibrate_mode": "max"}')
     proc = _tvmq("quantize", "m.onnx", "-q", "q.json", cwd=tmp_path)
     assert proc.returncode == 2 and "error[E_CALIBRATION]" in proc.stderr
+
+
+def test_cli_refuses_unsupported_ops_before_importing_tvm(tmp_path):
+    """E_UNSUPPORTED_OP with every op and its count comes from the load stage: TVM (seconds to import)
+    is never loaded for a model nothing can convert."""
+    model = models.small_mlp()
+    for node in model.graph.node[:2]:
+        node.op_type, node.domain = "Frobnicate", "com.example"
+    model.opset_import.append(onnx.helper.make_opsetid("com.example", 1))
+    onnx.save(model, tmp_path / "m.onnx")
+    code = (
+        "import sys\n"
+        "from worker.cli import main\n"
+        "rc = main(['quantize', 'm.onnx'])\n"
+        "assert not [m for m in sys.modules if m == 'tvm' or m.startswith('tvm.')], 'TVM was imported'\n"
+        "sys.exit(rc)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "error[E_UNSUPPORTED_OP]: TVM's ONNX importer has no converter for Frobnicate (2 nodes)"
+    )
