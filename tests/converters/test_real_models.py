@@ -98,8 +98,8 @@ def test_silero_16k_rewritten_imports_and_builds():
 @pytest.mark.xfail(
     strict=True,
     raises=(ModelImportError, UnsupportedOpError),
-    reason="frontend.simplify: onnxslim refuses the scalar input sr, and its fallback folds nothing "
-    "inside If branches (and drops initializers only they read), so TVM meets dynamic Pad pads",
+    reason="frontend.simplify pins every input but the scalar sr; TVM's importer then fails inside the "
+    "If on sr (a MatMul of a (1, 1, 1, 128, 2) operand against (128, 512))",
 )
 def test_silero_imports_through_the_frontend():
     model = wheel_model(*SILERO, "silero_vad/data/silero_vad.onnx")
