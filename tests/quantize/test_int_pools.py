@@ -11,7 +11,7 @@ from tests.quantize.conftest import ACCURATE, INTEGRAL, cosine, quantize, run_ar
 @pytest.mark.parametrize(
     "qconfig",
     [
-        pytest.param(INTEGRAL, id="power2-shifts"),
+        pytest.param({"preset": "relay", **INTEGRAL}, id="relay-power2-shifts"),
         pytest.param({**ACCURATE, "calibrate_mode": "max"}, id="max-per-channel"),
         pytest.param({**ACCURATE, "calibrate_mode": "max", "nbit_activation": 8}, id="int8-activations"),
     ],

@@ -45,10 +45,10 @@ def open_upload(
     max_unpacked_bytes: int | None = None,
 ) -> Upload:
     """Check a submission; raises the QuantizeError naming the first thing wrong with it."""
-    require_calibration(qconfig, calibration_path is not None)
-    model = load_onnx(Path(model_path))
+    model = load_onnx(Path(model_path))  # what is wrong with the model first: it decides the rest
     inputs = model_inputs(model)
     check_supported_ops(model)
+    require_calibration(qconfig, calibration_path is not None)
     calibration = None
     if calibration_path is not None:
         calibration = CalibrationSet.open(NpzArchive(Path(calibration_path)), inputs, max_unpacked_bytes)
