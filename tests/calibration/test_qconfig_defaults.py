@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from worker.errors import CalibrationError, QConfigError
+from worker.frontend.upload import require_calibration
 from worker.qconfig import QConfig, parse_qconfig
 
 #: `tvm.relay.quantize.qconfig()`'s defaults, field by field (TVM <= 0.14, relay/quantize/quantize.py),
@@ -82,13 +83,11 @@ def test_mse_is_a_mode() -> None:
     ],
 )
 def test_without_calibration_data_only_global_scale_runs(data: dict, refused: bool) -> None:
-    from service.validation import check_calibration_required
-
     qconfig = parse_qconfig(data)
     if not refused:
-        check_calibration_required(qconfig, has_calibration=False)
+        require_calibration(qconfig, has_calibration=False)
         return
     with pytest.raises(CalibrationError, match=r"needs calibration data.*global_scale") as info:
-        check_calibration_required(qconfig, has_calibration=False)
+        require_calibration(qconfig, has_calibration=False)
     assert info.value.detail["field"] == "calibration"
-    check_calibration_required(qconfig, has_calibration=True)
+    require_calibration(qconfig, has_calibration=True)
