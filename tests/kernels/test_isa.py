@@ -124,7 +124,7 @@ def test_reference_model_equals_tvm(entry: ISA, case: Case) -> None:
 @pytest.mark.parametrize("entry", isa.TABLE, ids=_name)
 def test_kernel_structure_equals_tvm_with_scalar_intrinsic(entry: ISA, case: Case) -> None:
     kernel = _kernel(case, emulated(entry))
-    lib = tvm.tirx.build(tvm.IRModule({"main": kernel.func}), target=host_target())
+    lib = tvm.tirx.build(tvm.IRModule({"main": kernel.scheduled()}), target=host_target())
     out = tvm.runtime.tensor(np.zeros(tvm_default(case).shape, np.int32))
     lib["main"](tvm.runtime.tensor(case.data()), *(tvm.runtime.tensor(c) for c in kernel.constants), out)
     np.testing.assert_array_equal(out.numpy(), tvm_default(case))

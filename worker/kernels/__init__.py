@@ -14,7 +14,7 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
 from worker.kernels import isa
-from worker.kernels.rewrite import rewrite_int8_packed
+from worker.kernels.rewrite import rewrite_packed
 from worker.kernels.schedule import schedule_cpu
 
 __all__ = ["compile_module", "relax_pipeline"]
@@ -23,13 +23,14 @@ __all__ = ["compile_module", "relax_pipeline"]
 def relax_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
     """cpu_generic's passes with our int8 rewrite and CPU schedules inserted."""
     chosen = isa.select(target)
-    front = [rewrite_int8_packed(chosen)] if chosen is not None else []
+    front = [rewrite_packed(chosen, chosen.float_available(target))] if chosen is not None else []
 
     @tvm.transform.module_pass(opt_level=0, name="tvmq.CPUPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         with target:
             seq = tvm.transform.Sequential(
                 [
+                    relax.transform.FoldConstant(),  # weights transposed or cast by the importer
                     *front,
                     relax.transform.FoldConstant(),
                     *cpu_generic.library_dispatch_passes(target),

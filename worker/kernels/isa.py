@@ -9,6 +9,10 @@ satisfy |w0| + |w1| <= 32767 // 255 = 128 (7-bit weights always do); the int16 v
 exact for any int8 weight; vpdpbusd accumulates four u8 x s8 products straight into int32 and
 needs no slow path. The last dot product of an entry must be exact for every int8 weight.
 
+Float32 convolutions and matmuls use the same packed layout and register tile with one product per
+lane (`FMA32`: broadcast activation x weight vector, `vfmadd`), at the entry's vector width: 256-bit
+on AVX2, 512-bit on the AVX-512 entries.
+
 `select(target)` takes the first entry of `TABLE` whose required LLVM features the target has.
 Adding an ISA is one entry here, plus a call shape in intrin.py if none of the existing fits.
 """
@@ -39,6 +43,10 @@ class DotProduct:
     call: intrin.Call
     #: Saturation rule: sums of two products saturate to this many bits (None: exact in int32).
     pair_sum_bits: int | None = None
+
+    @property
+    def acc_dtype(self) -> str:
+        return "float32" if self.data_dtype == "float32" else "int32"
 
     @property
     def shift(self) -> int:
@@ -85,6 +93,10 @@ class ISA:
             all(codegen.target_has_features(f, target) for f in features) for features in self.requires
         )
 
+    def float_available(self, target: tvm.target.Target) -> bool:
+        """The float32 kernels need FMA besides the entry's own features."""
+        return self.available(target) and codegen.target_has_features("fma", target)
+
 
 _U8S8 = {"name": "u8s8", "data_dtype": "uint8", "weight_dtype": "int8", "k_lanes": 4}
 _S16 = {"name": "s16", "data_dtype": "int16", "weight_dtype": "int16", "k_lanes": 2}
@@ -102,6 +114,16 @@ def _quads(dpbusd: str) -> tuple[DotProduct, ...]:
     """vpdpbusd: exact for every int8 weight, no slow path."""
     return (DotProduct(**_U8S8, llvm=(dpbusd,), call=intrin.dot_quads),)
 
+
+#: float32: one product per lane, fused multiply-add (vfmadd) at the ISA's vector width.
+FMA32 = DotProduct(
+    name="f32",
+    data_dtype="float32",
+    weight_dtype="float32",
+    k_lanes=1,
+    llvm=("llvm.fmuladd",),
+    call=intrin.fused_multiply_add,
+)
 
 AVX2 = ISA(
     "avx2",

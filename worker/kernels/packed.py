@@ -12,23 +12,35 @@ weights); padding is applied before the shift so the constant is exact.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import tvm
 from tvm import te
+from tvm.sym import detect_linear_equation
 
-from worker.kernels.isa import ISA, DotProduct
+from worker.kernels.isa import FMA32, ISA, DotProduct
+
+#: FuseOps may fuse the elementwise consumers (bias, requantize, relu) into a kernel.
+OUT_ELEMWISE_FUSABLE = 4
+#: PrimFunc attribute: already scheduled (the generic rules leave it alone).
+SCHEDULED = "tvmq_scheduled"
 
 
 @dataclass
 class Kernel:
-    """A scheduled PrimFunc plus the constant arguments that follow the activation argument."""
+    """An unscheduled PrimFunc (scheduled after fusion by `schedule_fused`) plus the constant
+    arguments that follow the activation argument."""
 
     func: tvm.tirx.PrimFunc
     constants: list[np.ndarray]
     isa: ISA
     dot: DotProduct
+
+    def scheduled(self) -> tvm.tirx.PrimFunc:
+        """The kernel alone, scheduled as it is inside a fused function."""
+        return schedule_fused(self.func)
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -39,7 +51,9 @@ def _pack(weight_ock: np.ndarray, lanes: int, dot: DotProduct) -> tuple[np.ndarr
     """(O, ..., K) int8 weights -> (OB, ..., KG, lanes, k_lanes) in the dot's dtype, plus the correction."""
     o, k = weight_ock.shape[0], weight_ock.shape[-1]
     ob, kg = _ceil_div(o, lanes), _ceil_div(k, dot.k_lanes)
-    padded = np.zeros((ob * lanes, *weight_ock.shape[1:-1], kg * dot.k_lanes), np.int32)
+    padded = np.zeros(
+        (ob * lanes, *weight_ock.shape[1:-1], kg * dot.k_lanes), np.result_type(weight_ock, np.int32)
+    )
     padded[:o, ..., :k] = weight_ock
     mid = weight_ock.shape[1:-1]
     blocks = padded.reshape(ob, lanes, *mid, kg, dot.k_lanes)
@@ -50,8 +64,8 @@ def _pack(weight_ock: np.ndarray, lanes: int, dot: DotProduct) -> tuple[np.ndarr
 
 
 def pack_weights(weight_ock: np.ndarray, isa: ISA) -> tuple[np.ndarray, np.ndarray, DotProduct]:
-    """Pack for the ISA's fastest dot product that is exact on these weights."""
-    for dot in isa.dots:
+    """Pack for the ISA's fastest dot product that is exact on these weights (FMA for float32)."""
+    for dot in isa.dots if weight_ock.dtype == np.int8 else (FMA32,):
         packed, correction = _pack(weight_ock, isa.lanes, dot)
         if dot.exact_for(packed):
             return packed, correction, dot
@@ -78,25 +92,68 @@ def _register_tile(pixels: int, out_blocks: int, accumulators: int) -> tuple[int
     return best
 
 
+#: Block annotations the kernels carry through FuseOps/FuseTIR to `schedule_fused`.
+PACKED = "tvmq_packed"  # on the dot block: the tensor intrinsic
+TILES = "tvmq_tiles"  # (out-block tile, pixel tile) of the register tile
+LOOPS = "tvmq_loops"  # (parallel outer loops, out-block loop index, pixel loop index, k_lanes)
+PREPARE = "tvmq_prepare"  # on the block that re-lays the activations
+
+
+def schedule_fused(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
+    """Schedule a PrimFunc holding one packed kernel and the elementwise ops FuseOps put around it.
+
+    Elementwise producers are inlined into the activation re-layout, the kernel's own NCHW
+    write-back and the epilogue (bias, requantize, residual add, relu, casts) into one final
+    block, which is then computed inside the register tile: the accumulators are read once, in
+    registers, and only the epilogue's result reaches memory. None when `func` has no packed kernel.
+    """
+    sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    dot = next((b for b in blocks if PACKED in sch.get(b).annotations), None)
+    if dot is None:
+        return None
+    for name in [sch.get(b).name_hint for b in blocks]:
+        block = sch.get_sblock(name)
+        if PACKED in sch.get(block).annotations or PREPARE in sch.get(block).annotations:
+            continue
+        try:
+            sch.compute_inline(block)
+        except tvm.s_tir.ScheduleError:
+            continue  # the output block, or one the inliner refuses: computed as it is
+    dot = sch.get_sblock(sch.get(dot).name_hint)
+    annotations = sch.get(dot).annotations
+    parallel_outer, ob_index, pixel_index, k_lanes = (int(v) for v in annotations[LOOPS])
+    tiles = tuple(int(v) for v in annotations[TILES])
+    for block in sch.get_producers(dot):
+        if PREPARE in sch.get(block).annotations:
+            _schedule_prepare(sch, block, parallel_outer - 1)
+    _schedule_dot(sch, dot, str(annotations[PACKED]), (parallel_outer, ob_index, pixel_index, k_lanes), tiles)
+    return sch.mod["main"].with_attr(SCHEDULED, True)
+
+
 def _schedule_dot(
     sch: tvm.s_tir.Schedule,
+    block: tvm.s_tir.schedule.SBlockRV,
     intrinsic: str,
-    parallel_outer: int,
-    ob_index: int,
-    pixel_index: int,
+    layout: tuple[int, int, int, int],
     tiles: tuple[int, int],
 ) -> None:
-    """Register-tile the "dot" block, tensorize its 8 x k_lanes core and parallelize the outer loops.
+    """Register-tile the dot block, tensorize its lanes x k_lanes core, parallelize the outer loops
+    and compute its consumer (the write-back with any fused epilogue) inside each tile.
 
-    Loop layout on entry: spatial loops (..., lane), then reductions (..., k_lane). `ob_index` and
-    `pixel_index` name the spatial loops that get register-tiled; the first `parallel_outer`
-    spatial loops (after tiling) are fused into one parallel loop.
+    Loop layout on entry: spatial loops (..., lane), then reductions (..., k_lane when k_lanes > 1).
+    `layout` = (parallel_outer, ob_index, pixel_index, k_lanes): `ob_index` and `pixel_index` name
+    the spatial loops that get register-tiled; the first `parallel_outer` spatial loops (after
+    tiling) are fused into one parallel loop.
     """
-    block = sch.get_sblock("dot")
+    parallel_outer, ob_index, pixel_index, k_lanes = layout
+    (final,) = sch.get_consumers(block)
     loops = sch.get_loops(block)
-    n_red = len(sch.get(block).iter_vars) - len([iv for iv in sch.get(block).iter_vars if iv.iter_type == 0])
+    n_red = len([iv for iv in sch.get(block).iter_vars if iv.iter_type != 0])
     spatial, reduce_ = loops[: len(loops) - n_red], loops[len(loops) - n_red :]
-    lane, k_lane = spatial[-1], reduce_[-1]
+    lane = spatial[-1]
+    k_lane = reduce_[-1:] if k_lanes > 1 else []
+    reduce_ = reduce_[: len(reduce_) - len(k_lane)]
     ob_o, ob_i = sch.split(spatial[ob_index], [None, tiles[0]])
     px_o, px_i = sch.split(spatial[pixel_index], [None, tiles[1]])
     outer = [
@@ -104,28 +161,71 @@ def _schedule_dot(
         for i, lp in enumerate(spatial[:-1])
         for lp in ((ob_o,) if i == ob_index else (px_o,) if i == pixel_index else (lp,))
     ]
-    sch.reorder(*outer, *reduce_[:-1], ob_i, px_i, lane, k_lane)
+    sch.reorder(*outer, *reduce_, ob_i, px_i, lane, *k_lane)
     acc = sch.cache_write(block, 0, "global")
     sch.reverse_compute_at(acc, outer[-1])
+    sch.compute_inline(acc)
+    sch.reverse_compute_at(final, outer[-1])
     sch.parallel(sch.fuse(*outer[:parallel_outer]))
     init = sch.decompose_reduction(block, reduce_[0])
     sch.tensorize(lane, intrinsic)
     sch.unroll(ob_i)
     sch.unroll(px_i)
-    init_loops = sch.get_loops(init)
-    sch.vectorize(init_loops[-1])
-    acc_loops = sch.get_loops(acc)
-    sch.vectorize(acc_loops[-1])
+    sch.vectorize(sch.get_loops(init)[-1])
+    _vectorize_write_back(sch, final, len(outer) - parallel_outer + 1)
 
 
-def _schedule_prepare(sch: tvm.s_tir.Schedule, parallel_outer: int) -> None:
-    block = sch.get_sblock("prepare")
+def _vectorize_write_back(sch: tvm.s_tir.Schedule, final: tvm.s_tir.schedule.SBlockRV, outer: int) -> None:
+    """Inside the tile: output channels innermost and vectorized (the accumulator's lanes), the
+    pixel loops unrolled."""
+    loops = sch.get_loops(final)[outer:]
+    realize = sch.get(loops[-1]).body if loops else None
+    if not isinstance(realize, tvm.s_tir.SBlockRealize):
+        return
+    binding = realize.iter_values[1]
+    channel = next((lp for lp in loops if _uses(binding, sch.get(lp).loop_var)), None)
+    if channel is None:
+        return
+    others = [lp for lp in loops if not lp.same_as(channel)]
+    sch.reorder(*others, channel)
+    for lp in others:
+        sch.unroll(lp)
+    if isinstance(sch.get(channel).extent, tvm.tirx.IntImm):
+        sch.vectorize(channel)
+
+
+def _uses(expr: tvm.tirx.PrimExpr, var: tvm.tirx.Var) -> bool:
+    """Whether `expr` moves with `var` (the wheel has no TIR expression visitor in Python)."""
+    steps = detect_linear_equation(expr, [var])
+    return not steps or not (isinstance(steps[0], tvm.tirx.IntImm) and steps[0].value == 0)
+
+
+def _schedule_prepare(
+    sch: tvm.s_tir.Schedule, block: tvm.s_tir.schedule.SBlockRV, parallel_outer: int
+) -> None:
     loops = sch.get_loops(block)
     sch.parallel(sch.fuse(*loops[:parallel_outer]))
 
 
-def _finish(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
-    return func.with_attr("tvmq_scheduled", True)
+def _k_axes(kg: int, dot: DotProduct) -> tuple[tvm.tirx.IterVar, tvm.tirx.Expr, list]:
+    """The reduction over k groups and, for more than one value per lane, within a group (a unit
+    loop would not match the one-product intrinsic)."""
+    rg = te.reduce_axis((0, kg), "rg")
+    if dot.k_lanes == 1:
+        return rg, tvm.tirx.const(0, "int64"), [rg]
+    rl = te.reduce_axis((0, dot.k_lanes), "rl")
+    return rg, rl, [rg, rl]
+
+
+def _annotations(
+    intrinsic: str, tiles: tuple[int, int], loops: tuple[int, int, int], dot: DotProduct
+) -> dict:
+    return {PACKED: intrinsic, TILES: list(tiles), LOOPS: [*loops, dot.k_lanes]}
+
+
+def _kernel(tensors: list[te.Tensor], constants: list[np.ndarray], isa: ISA, dot: DotProduct) -> Kernel:
+    func = te.create_prim_func(tensors, index_dtype_override="int64")  # as LegalizeOps emits
+    return Kernel(func.with_attr("op_pattern", OUT_ELEMWISE_FUSABLE), constants, isa, dot)
 
 
 def conv2d_nchw(
@@ -136,7 +236,7 @@ def conv2d_nchw(
     dilation: tuple[int, int],
     isa: ISA,
 ) -> Kernel:
-    """int8 NCHW x OIHW -> int32 NCHW conv2d (groups=1)."""
+    """NCHW x OIHW -> NCHW conv2d (groups=1): int8 -> int32 on the ISA's dot products, float32 on FMA."""
     n, c, h, w = data_shape
     o, _, kh, kw = weight_oihw.shape
     pt, pl, pb, pr = padding
@@ -147,74 +247,101 @@ def conv2d_nchw(
     packed, correction, dot_product = pack_weights(weight_oihw.transpose(0, 2, 3, 1), isa)  # O, KH, KW, C
     ob, kg = packed.shape[0], packed.shape[3]
     cp = kg * dot_product.k_lanes
+    in_dtype, acc = str(weight_oihw.dtype), dot_product.acc_dtype
 
-    data = te.placeholder((n, c, h, w), "int8", name="data")
+    data = te.placeholder((n, c, h, w), in_dtype, name="data")
     wpk = te.placeholder(packed.shape, dot_product.weight_dtype, name="weight_packed")
-    corr = te.placeholder((o,), "int32", name="correction")
 
     def prepare(b, y, x, ch):
         inside = tvm.tirx.all(y >= pt, y < h + pt, x >= pl, x < w + pl, ch < c)
-        value = tvm.tirx.if_then_else(inside, data[b, ch, y - pt, x - pl], tvm.tirx.const(0, "int8"))
+        value = tvm.tirx.if_then_else(inside, data[b, ch, y - pt, x - pl], tvm.tirx.const(0, in_dtype))
         return _to_operand(value, dot_product)
 
-    prep = te.compute((n, h + pt + pb, w + pl + pr, cp), prepare, name="prepare")
+    prep = te.compute((n, h + pt + pb, w + pl + pr, cp), prepare, name="prepare", attrs={PREPARE: 1})
     ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
-    rg, rl = te.reduce_axis((0, kg), "rg"), te.reduce_axis((0, dot_product.k_lanes), "rl")
+    rg, rl, k_axes = _k_axes(kg, dot_product)
     dot = te.compute(
         (n, ob, oh, ow, isa.lanes),
         lambda b, q, y, x, lane: te.sum(
-            prep[b, y * sh + ry * dh, x * sw + rx * dw, rg * dot_product.k_lanes + rl].astype("int32")
-            * wpk[q, ry, rx, rg, lane, rl].astype("int32"),
-            axis=[ry, rx, rg, rl],
+            prep[b, y * sh + ry * dh, x * sw + rx * dw, rg * dot_product.k_lanes + rl].astype(acc)
+            * wpk[q, ry, rx, rg, lane, rl].astype(acc),
+            axis=[ry, rx, *k_axes],
         ),
         name="dot",
+        attrs=_annotations(
+            isa.intrinsic(dot_product), _register_tile(ow, ob, isa.accumulators), (3, 1, 3), dot_product
+        ),
     )
-    out = te.compute(
+    return _write_back(
+        [data, wpk],
+        dot,
         (n, o, oh, ow),
-        lambda b, ch, y, x: dot[b, ch // isa.lanes, y, x, ch % isa.lanes] - corr[ch],
-        name="out",
+        lambda b, ch, y, x: (b, ch // isa.lanes, y, x, ch % isa.lanes),
+        packed,
+        correction,
+        isa,
+        dot_product,
     )
-    sch = tvm.s_tir.Schedule(te.create_prim_func([data, wpk, corr, out]))
-    _schedule_prepare(sch, 2)
-    tiles = _register_tile(ow, ob, isa.accumulators)
-    _schedule_dot(sch, isa.intrinsic(dot_product), 3, ob_index=1, pixel_index=3, tiles=tiles)
-    out_loops = sch.get_loops(sch.get_sblock("out"))
-    sch.parallel(sch.fuse(*out_loops[:2]))
-    return Kernel(_finish(sch.mod["main"]), [packed, correction], isa, dot_product)
 
 
 def matmul(a_shape: tuple[int, int], weight_kn: np.ndarray, isa: ISA) -> Kernel:
-    """int8 (M, K) x constant int8 (K, N) -> int32 (M, N)."""
+    """(M, K) x constant (K, N): int8 -> int32 on the ISA's dot products, float32 on FMA."""
     m, k = a_shape
     _, nn = weight_kn.shape
     packed, correction, dot_product = pack_weights(np.ascontiguousarray(weight_kn.T), isa)  # N, K
     nb, kg = packed.shape[0], packed.shape[1]
     kp = kg * dot_product.k_lanes
+    in_dtype, acc = str(weight_kn.dtype), dot_product.acc_dtype
 
-    a = te.placeholder((m, k), "int8", name="a")
+    a = te.placeholder((m, k), in_dtype, name="a")
     wpk = te.placeholder(packed.shape, dot_product.weight_dtype, name="weight_packed")
-    corr = te.placeholder((nn,), "int32", name="correction")
     prep = te.compute(
         (m, kp),
         lambda i, j: _to_operand(
-            tvm.tirx.if_then_else(j < k, a[i, j], tvm.tirx.const(0, "int8")), dot_product
+            tvm.tirx.if_then_else(j < k, a[i, j], tvm.tirx.const(0, in_dtype)), dot_product
         ),
         name="prepare",
+        attrs={PREPARE: 1},
     )
-    rg, rl = te.reduce_axis((0, kg), "rg"), te.reduce_axis((0, dot_product.k_lanes), "rl")
+    rg, rl, k_axes = _k_axes(kg, dot_product)
     dot = te.compute(
         (m, nb, isa.lanes),
         lambda i, q, lane: te.sum(
-            prep[i, rg * dot_product.k_lanes + rl].astype("int32") * wpk[q, rg, lane, rl].astype("int32"),
-            axis=[rg, rl],
+            prep[i, rg * dot_product.k_lanes + rl].astype(acc) * wpk[q, rg, lane, rl].astype(acc),
+            axis=k_axes,
         ),
         name="dot",
+        attrs=_annotations(
+            isa.intrinsic(dot_product), _register_tile(m, nb, isa.accumulators), (2, 1, 0), dot_product
+        ),
     )
-    out = te.compute((m, nn), lambda i, j: dot[i, j // isa.lanes, j % isa.lanes] - corr[j], name="out")
-    sch = tvm.s_tir.Schedule(te.create_prim_func([a, wpk, corr, out]))
-    _schedule_prepare(sch, 1)
-    ob_tile, m_tile = _register_tile(m, nb, isa.accumulators)
-    _schedule_dot(sch, isa.intrinsic(dot_product), 2, ob_index=1, pixel_index=0, tiles=(ob_tile, m_tile))
-    out_loops = sch.get_loops(sch.get_sblock("out"))
-    sch.parallel(out_loops[0])
-    return Kernel(_finish(sch.mod["main"]), [packed, correction], isa, dot_product)
+    return _write_back(
+        [a, wpk],
+        dot,
+        (m, nn),
+        lambda i, j: (i, j // isa.lanes, j % isa.lanes),
+        packed,
+        correction,
+        isa,
+        dot_product,
+    )
+
+
+def _write_back(
+    inputs: list[te.Tensor],
+    dot: te.Tensor,
+    shape: tuple[int, ...],
+    index: Callable[..., tuple],
+    packed: np.ndarray,
+    correction: np.ndarray,
+    isa: ISA,
+    dot_product: DotProduct,
+) -> Kernel:
+    """The output in the op's own layout (`index`: output index -> accumulator index), minus the
+    uint8 shift's correction where there is one."""
+    if not dot_product.shift:
+        out = te.compute(shape, lambda *i: dot[index(*i)], name="out")
+        return _kernel([*inputs, out], [packed], isa, dot_product)
+    corr = te.placeholder((shape[1],), "int32", name="correction")  # channels: axis 1 of both ops
+    out = te.compute(shape, lambda *i: dot[index(*i)] - corr[i[1]], name="out")
+    return _kernel([*inputs, corr, out], [packed, correction], isa, dot_product)

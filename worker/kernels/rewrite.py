@@ -1,8 +1,11 @@
-"""Relax rewrite: int8 conv2d / matmul with constant weights -> call_tir to the packed int8 kernels.
+"""Relax rewrite: conv2d / matmul with constant weights -> call_tir to the packed kernels.
 
-Runs before legalization, on the plain Relax ops the quantizer's realize step emits. Only calls
-whose every property the kernels support are rewritten (static shapes, int8 operands, int32
-result, NCHW/OIHW, groups=1, constant weight); anything else keeps TVM's own lowering.
+Runs before legalization, on the plain Relax ops the quantizer's realize step (int8 x int8 ->
+int32) or the ONNX importer (float32) emits. Only calls whose every property the kernels support
+are rewritten (static shapes, int8 operands with an int32 result or float32 throughout, NCHW/OIHW,
+groups=1, constant weight); anything else keeps TVM's own lowering. The kernels are left
+unscheduled and fusable, so FuseOps puts their elementwise epilogue into the same function and
+`packed.schedule_fused` computes it inside the register tile.
 """
 
 from __future__ import annotations
@@ -15,12 +18,10 @@ import tvm
 from tvm import relax
 
 from worker.kernels import intrin, packed
-from worker.kernels.isa import ISA
+from worker.kernels.isa import FMA32, ISA
 
 _CONV2D = tvm.ir.Op.get("relax.nn.conv2d")
 _MATMUL = tvm.ir.Op.get("relax.matmul")
-#: FuseOps must not merge an already scheduled kernel with its neighbours (kOpaque).
-_OPAQUE = 8
 #: The global symbol of every packed kernel: ISA entry, dot product, a counter.
 KERNEL_NAME = re.compile(r"tvmq_(?P<isa>[a-z0-9]+)_(?P<dot>[a-z0-9]+)_kernel_(?P<n>\d+)")
 
@@ -40,10 +41,20 @@ def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
     return tuple(int(d) for d in dims)
 
 
-def _int8_constant(expr: relax.Expr) -> np.ndarray | None:
-    if isinstance(expr, tvm.ir.expr.Constant) and expr.ty.dtype == "int8":
+#: Operand dtype -> the result dtype the kernels produce for it.
+_RESULT = {"int8": "int32", "float32": "float32"}
+
+
+def _constant(expr: relax.Expr, dtype: str) -> np.ndarray | None:
+    if isinstance(expr, tvm.ir.expr.Constant) and str(expr.ty.dtype) == dtype:
         return expr.value.numpy()
     return None
+
+
+def _supported_dtypes(call: relax.Call, data: relax.Expr) -> bool:
+    """int8 operands with an int32 result, or float32 throughout (and a target that has FMA)."""
+    dtype = str(data.ty.dtype)
+    return dtype in _RESULT and str(call.ty.dtype) == _RESULT[dtype]
 
 
 def _ints(values: object) -> tuple[int, ...]:
@@ -52,28 +63,28 @@ def _ints(values: object) -> tuple[int, ...]:
 
 @relax.expr_functor.mutator
 class _PackedRewriter(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, isa: ISA) -> None:
+    def __init__(self, mod: tvm.IRModule, isa: ISA, dtypes: frozenset[str]) -> None:
         super().__init__(mod)
         self.isa = isa
+        self.dtypes = dtypes
         self.count = 0
 
     def _emit_kernel(self, kernel: packed.Kernel, data: relax.Expr, out_shape: tuple[int, ...]) -> relax.Expr:
         name = f"tvmq_{kernel.isa.name}_{kernel.dot.name}_kernel_{self.count}"
         self.count += 1
-        func = kernel.func.with_attr("op_pattern", _OPAQUE).with_attr("global_symbol", name)
-        gvar = self.builder_.add_func(func, name)
+        gvar = self.builder_.add_func(kernel.func.with_attr("global_symbol", name), name)
         args = [data, *(relax.const(c) for c in kernel.constants)]
-        return relax.call_tir(gvar, args, relax.TensorType(out_shape, "int32"))
+        return relax.call_tir(gvar, args, relax.TensorType(out_shape, kernel.dot.acc_dtype))
 
     def _conv2d(self, call: relax.Call) -> relax.Expr | None:
         attrs = call.attrs
         data, weight = call.args
-        shape, w = _static_shape(data), _int8_constant(weight)
+        shape, w = _static_shape(data), _constant(weight, data.ty.dtype)
         if (
             shape is None
             or w is None
-            or data.ty.dtype != "int8"
-            or str(attrs.out_dtype) != "int32"
+            or str(data.ty.dtype) not in self.dtypes
+            or not _supported_dtypes(call, data)
             or int(attrs.groups) != 1
             or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW")
         ):
@@ -86,11 +97,11 @@ class _PackedRewriter(relax.PyExprMutator):
 
     def _matmul(self, call: relax.Call) -> relax.Expr | None:
         a, b = call.args
-        shape, w = _static_shape(a), _int8_constant(b)
+        shape, w = _static_shape(a), _constant(b, a.ty.dtype)
         out_shape = _static_shape(call)
         if shape is None or w is None or w.ndim != 2 or len(shape) < 2 or out_shape is None:
             return None
-        if a.ty.dtype != "int8" or str(call.attrs.out_dtype) != "int32":
+        if str(a.ty.dtype) not in self.dtypes or not _supported_dtypes(call, a):
             return None
         rows = int(np.prod(shape[:-1]))
         flat = a if len(shape) == 2 else self.builder_.emit(relax.op.reshape(a, (rows, shape[-1])))
@@ -107,13 +118,15 @@ class _PackedRewriter(relax.PyExprMutator):
         return call if new is None else new
 
 
-def rewrite_int8_packed(isa: ISA) -> tvm.transform.Pass:
-    """Replace supported int8 conv2d/matmul calls in every Relax function by kernels on `isa`."""
+def rewrite_packed(isa: ISA, with_float: bool) -> tvm.transform.Pass:
+    """Replace supported int8 (and, `with_float`, float32) conv2d/matmul calls in every Relax
+    function by kernels on `isa`."""
+    dtypes = frozenset({"int8", "float32"} if with_float else {"int8"})
 
-    @tvm.transform.module_pass(opt_level=0, name="tvmq.RewriteInt8Packed")
+    @tvm.transform.module_pass(opt_level=0, name="tvmq.RewritePacked")
     def _rewrite(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        intrin.register(isa)
-        rewriter = _PackedRewriter(mod, isa)
+        intrin.register(isa, (*isa.dots, FMA32) if with_float else isa.dots)
+        rewriter = _PackedRewriter(mod, isa, dtypes)
         for gvar, func in mod.functions.items():
             if isinstance(func, relax.Function):
                 rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))

@@ -20,12 +20,12 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.schedule import LoopRV, SBlockRV
 
-from worker.kernels import depthwise
+from worker.kernels import depthwise, packed
 
 VECTOR_FACTORS = (16, 8, 14, 7)  # 32-bit lanes: two or one AVX2 register per row; 14/7 for 28/14/7 maps
 BLOCK_FACTORS = (4, 3, 2)
 SPATIAL, REDUCE = 0, 2  # tirx.IterVar kinds
-SCHEDULED_ATTR = "tvmq_scheduled"
+SCHEDULED_ATTR = packed.SCHEDULED
 
 
 def _largest_divisor(extent: int, candidates: tuple[int, ...]) -> int:
@@ -193,6 +193,9 @@ def schedule_func(func: tirx.PrimFunc) -> tirx.PrimFunc:
     """Apply the rules to every root-level block of one PrimFunc."""
     if func.attrs is not None and SCHEDULED_ATTR in func.attrs:
         return func
+    kernel = packed.schedule_fused(func)
+    if kernel is not None:
+        return kernel
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
     try:
         root = sch.get_sblock("root")
