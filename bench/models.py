@@ -1,7 +1,7 @@
 """Bench models from one layer spec: a float ONNX graph and a hand-written int8 Relax twin.
 
 The int8 twin has the shape of our quantizer's realize output (int8 x int8 -> int32 conv2d/matmul,
-int32 bias, int64 fixed-point multiply + right shift, clip, int8 relu/max_pool, int32 residual add)
+int32 bias, int32 fixed-point requantize, clip, int8 relu/max_pool, int32 residual add)
 with random weights, so its speed is what a quantized artifact of the same architecture costs.
 """
 
@@ -16,7 +16,7 @@ import tvm
 from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
 
-SHIFT = 24
+from worker.quantize.qtensor import fixed_point
 
 
 @dataclass(frozen=True)
@@ -158,16 +158,24 @@ class _Int8:
     def requant(
         self, acc: relax.Expr, channels: int, fan_in: int, relu: bool, axis_shape: tuple
     ) -> relax.Expr:
+        """The realize step's int32 requantize: bound, rounding pre-shift to 16 bits, 14-bit
+        multiply, rounding shift, clip (worker/quantize/qtensor.py `_requantize_int32`)."""
         bb = self.bb
         bias = self.rng.integers(-2000, 2000, size=axis_shape).astype(np.int32)
-        scale = 127.0 / (3.0 * math.sqrt(fan_in) * 40.0 * self.wmax / 2.5)
-        mult = np.full(axis_shape, max(1, round(scale * 2**SHIFT)), np.int64)
-        y = bb.emit(relax.op.astype(relax.op.add(acc, relax.const(bias)), "int64"))
-        y = bb.emit(
-            relax.op.right_shift(
-                relax.op.multiply(y, relax.const(mult, "int64")), relax.const(SHIFT, "int64")
-            )
-        )
+        ratio = 127.0 / (3.0 * math.sqrt(fan_in) * 40.0 * self.wmax / 2.5)
+        bound = int(min(math.floor(128 / ratio), 2**31 - 1))
+        pre = max(math.ceil(math.log2(bound + 1)) - 16, 0)
+        mult, shift = (int(v) for v in fixed_point(np.array(ratio * 2.0**pre), bits=14))
+
+        def const(value: int) -> relax.Expr:
+            return relax.const(np.full(axis_shape, value, np.int32))
+
+        y = relax.op.add(acc, relax.const(bias))
+        y = relax.op.clip(y, -bound, bound)
+        if pre:
+            y = relax.op.right_shift(relax.op.add(y, const(1 << (pre - 1))), const(pre))
+        y = relax.op.multiply(y, const(mult))
+        y = relax.op.right_shift(relax.op.add(y, const(1 << (shift - 1))), const(shift))
         return bb.emit(relax.op.astype(relax.op.clip(y, 0 if relu else -128, 127), "int8"))
 
     def conv(

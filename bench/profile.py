@@ -4,17 +4,21 @@ Usage: TVM_NUM_THREADS=1 .venv/bin/python -m bench.profile [--models resnet_cnn_
        [--engines fp32 int8_w7 pipeline_w7] [--onnx path.onnx ...] [--runs 5]
 
 TVM 0.27's VirtualMachine has no `profile=True`; `set_instrument` calls back before and after every
-VM call, which is what this times (a few µs of Python per call are included, the same for every
-engine, so the per-op overhead of many small kernels shows as it is). Kernels are grouped into
+VM call, which is what this times, on the calling thread's CPU clock (`time.thread_time`: with
+TVM_NUM_THREADS=1 the kernels run on that thread, and time the scheduler gives to other processes
+on a shared machine is not counted; `--clock wall` for wall time). A few µs of Python per call
+are included, the same for every engine, so the per-op overhead of many small kernels shows.
+Kernels are grouped into
 kinds by name with the fusion counter stripped (`fused_conv2d_add_relu`, `tvmq_avx2_u8s8_kernel`,
-`vm.builtin.alloc_tensor`, ...); the per-call figure is the median over `--runs` runs.
+`vm.builtin.alloc_tensor`, ...). The per-call figure is the minimum over `--runs` runs: on a
+shared machine a call that the scheduler pre-empts takes a whole time slice longer, which a median
+of a few runs does not remove.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-import statistics
 import sys
 import time
 from collections import defaultdict
@@ -32,8 +36,10 @@ def kind(symbol: str) -> str:
     return _COUNTER.sub("", symbol)
 
 
-def profile(executable, feeds: list[np.ndarray], runs: int) -> dict[str, tuple[str, int, float]]:
-    """call-site key -> (symbol, calls per run, median µs per run) over `runs` instrumented runs."""
+def profile(
+    executable, feeds: list[np.ndarray], runs: int, clock=time.thread_time
+) -> dict[str, tuple[str, int, float]]:
+    """call-site key -> (symbol, calls per run, least µs of the call) over `runs` instrumented runs."""
     import tvm
     from tvm import relax
 
@@ -48,9 +54,9 @@ def profile(executable, feeds: list[np.ndarray], runs: int) -> dict[str, tuple[s
 
     def instrument(_func, symbol, before, _ret, *_args):
         if before:
-            starts.append(time.perf_counter())
+            starts.append(clock())
             return 0
-        elapsed = time.perf_counter() - starts.pop()
+        elapsed = clock() - starts.pop()
         key = f"{symbol}#{seen[symbol]}"
         seen[symbol] += 1
         symbols[key] = str(symbol)
@@ -66,9 +72,7 @@ def profile(executable, feeds: list[np.ndarray], runs: int) -> dict[str, tuple[s
         per_run.append(dict(current))
         counts = dict(seen)
     keys = per_run[-1].keys()
-    return {
-        k: (symbols[k], counts[symbols[k]], statistics.median(r.get(k, 0.0) for r in per_run)) for k in keys
-    }
+    return {k: (symbols[k], counts[symbols[k]], min(r.get(k, 0.0) for r in per_run)) for k in keys}
 
 
 def by_kind(sites: dict[str, tuple[str, int, float]]) -> dict[str, tuple[int, float]]:
@@ -136,21 +140,23 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["fp32", "int8_w7"])
     parser.add_argument("--onnx", nargs="*", type=Path, default=[], help="float ONNX files (static shapes)")
     parser.add_argument("--mcpu", default="haswell")
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     args = parser.parse_args()
 
     from worker.build import make_target, resolve_target
 
     target = make_target(resolve_target({"kind": "llvm", "mcpu": args.mcpu}))
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     for model in (m for m in models.MODELS if m.name in args.models):
         x = np.random.default_rng(0).standard_normal(model.input_shape).astype(np.float32)
         for engine, build in _builds(model, args.engines, target, args.mcpu).items():
-            print_profile(f"{model.name} {engine}", profile(build(), [x], args.runs), args.top)
+            print_profile(f"{model.name} {engine}", profile(build(), [x], args.runs, clock), args.top)
             sys.stdout.flush()
     for path in args.onnx:
         executable, feeds = _onnx_fp32(path, target)
-        print_profile(f"{path.name} fp32", profile(executable, feeds, args.runs), args.top)
+        print_profile(f"{path.name} fp32", profile(executable, feeds, args.runs, clock), args.top)
 
 
 if __name__ == "__main__":

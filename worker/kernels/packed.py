@@ -305,21 +305,21 @@ def matmul(a_shape: tuple[int, int], weight_kn: np.ndarray, isa: ISA) -> Kernel:
     )
     rg, rl, k_axes = _k_axes(kg, dot_product)
     dot = te.compute(
-        (m, nb, isa.lanes),
-        lambda i, q, lane: te.sum(
+        (nb, m, isa.lanes),  # out blocks outermost: each block's weights are reused by every row tile
+        lambda q, i, lane: te.sum(
             prep[i, rg * dot_product.k_lanes + rl].astype(acc) * wpk[q, rg, lane, rl].astype(acc),
             axis=k_axes,
         ),
         name="dot",
         attrs=_annotations(
-            isa.intrinsic(dot_product), _register_tile(m, nb, isa.accumulators), (2, 1, 0), dot_product
+            isa.intrinsic(dot_product), _register_tile(m, nb, isa.accumulators), (2, 0, 1), dot_product
         ),
     )
     return _write_back(
         [a, wpk],
         dot,
         (m, nn),
-        lambda i, j: (i, j // isa.lanes, j % isa.lanes),
+        lambda i, j: (j // isa.lanes, i, j % isa.lanes),
         packed,
         correction,
         isa,
