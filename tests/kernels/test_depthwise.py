@@ -112,3 +112,42 @@ def test_tile_keeps_one_register_per_row(
     rows: int, columns: int, bits: int, expected: tuple[int, int]
 ) -> None:
     assert depthwise.tile(rows, columns, bits, vector=True) == expected
+
+
+def _float_convs(mod: tvm.IRModule) -> list[str]:
+    """The result dtypes of the conv2d calls left after our rewrite."""
+    from worker.kernels import isa
+    from worker.kernels.rewrite import rewrite_packed
+
+    text = rewrite_packed(isa.AVX2, with_float=True)(mod).script()
+    return [line.split('dtype="')[1].split('"')[0] for line in text.splitlines() if "R.nn.conv2d(" in line]
+
+
+@pytest.mark.parametrize(
+    ("shape", "out", "kernel", "groups"),
+    [
+        ((1, 128, 6, 6), 4, 4, 2),  # 64 channels x 4 x 4 = 1024 taps: sums reach 2**24, still exact
+        ((1, 16, 9, 9), 16, 3, 16),
+    ],
+    ids=["1024-taps", "depthwise"],
+)
+def test_grouped_int8_runs_exactly_in_float(
+    shape: tuple[int, ...], out: int, kernel: int, groups: int
+) -> None:
+    """Grouped int8 convs are computed in float32, exact while a window has at most 1024 taps;
+    the all -128 window is the largest sum, 2**24 for 1024 taps."""
+    rng = np.random.default_rng(2)
+    mod = graphs.raw_conv("int8", shape, out, kernel, 1, 0, groups, rng)
+    x = np.full(shape, -128, np.int8)
+    weight = mod["main"].body.blocks[0].bindings[0].value.args[1].value.numpy()
+    assert weight.min() == -128
+    assert _float_convs(mod) == ["float32"]
+    _assert_same(mod, x)
+    _assert_same(mod, _saturated(shape, rng))
+
+
+def test_grouped_int8_beyond_1024_taps_or_strided_stays_int32() -> None:
+    mod = graphs.raw_conv("int8", (1, 130, 6, 6), 2, 4, 1, 0, 2, np.random.default_rng(2))
+    assert _float_convs(mod) == ["int32"]
+    mod = graphs.raw_conv("int8", (1, 16, 9, 9), 16, 3, 2, 1, 16, np.random.default_rng(2))
+    assert _float_convs(mod) == ["int32"]
