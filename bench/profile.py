@@ -75,6 +75,12 @@ def profile(
     return {k: (symbols[k], counts[symbols[k]], min(r.get(k, 0.0) for r in per_run)) for k in keys}
 
 
+def _timed(fn, clock) -> float:
+    t0 = clock()
+    fn()
+    return (clock() - t0) * 1e3
+
+
 def by_kind(sites: dict[str, tuple[str, int, float]]) -> dict[str, tuple[int, float]]:
     """kind -> (calls per run, total µs per run)."""
     out: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
@@ -119,26 +125,34 @@ def _builds(model: models.Model, engines: list[str], target, mcpu: str) -> dict:
     return out
 
 
-def _onnx_fp32(path: Path, target):
-    """A real model's float build: the pipeline's own front door, then our CPU pipeline."""
-    import onnx
-    from tvm.relax.frontend.onnx import from_onnx
-
+def _onnx_fp32(path: Path, target, sizes: list[int]):
+    """A real model's float build through the pipeline's own front door (dynamic dims: batch 1,
+    the others from `sizes` in order), then our CPU pipeline; plus an ORT fp32 runner on the
+    same simplified model and feeds."""
+    from bench.run import _ort_session
+    from worker import frontend
     from worker.kernels import compile_module
 
-    proto = onnx.load(str(path))
-    feeds = []
-    for inp in proto.graph.input:
-        dims = [d.dim_value or 1 for d in inp.type.tensor_type.shape.dim]
-        feeds.append(np.random.default_rng(0).standard_normal(dims).astype(np.float32))
-    return compile_module(from_onnx(proto, keep_params_in_input=False), target), feeds
+    model = frontend.load_onnx(path)
+    rest = iter(sizes)
+    shapes = {
+        name: tuple(d if d is not None else (1 if axis == 0 else next(rest)) for axis, d in enumerate(dims))
+        for name, dims in frontend.input_dims(model).items()
+    }
+    slim = frontend.simplify(model, shapes)
+    rng = np.random.default_rng(0)
+    feeds = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
+    executable = compile_module(frontend.import_relax(slim, shapes), target)
+    session = _ort_session(slim.SerializeToString(), 1)
+    return executable, list(feeds.values()), lambda: session.run(None, feeds)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=[m.name for m in models.MODELS])
     parser.add_argument("--engines", nargs="+", default=["fp32", "int8_w7"])
-    parser.add_argument("--onnx", nargs="*", type=Path, default=[], help="float ONNX files (static shapes)")
+    parser.add_argument("--onnx", nargs="*", type=Path, default=[], help="float ONNX files")
+    parser.add_argument("--sizes", nargs="*", type=int, default=[], help="their non-batch dynamic dims")
     parser.add_argument("--mcpu", default="haswell")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--top", type=int, default=12)
@@ -155,8 +169,11 @@ def main() -> None:
             print_profile(f"{model.name} {engine}", profile(build(), [x], args.runs, clock), args.top)
             sys.stdout.flush()
     for path in args.onnx:
-        executable, feeds = _onnx_fp32(path, target)
-        print_profile(f"{path.name} fp32", profile(executable, feeds, args.runs, clock), args.top)
+        executable, feeds, ort_fp32 = _onnx_fp32(path, target, args.sizes)
+        sites = profile(executable, feeds, args.runs, clock)
+        print_profile(f"{path.name} fp32", sites, args.top)
+        ort_ms = min(_timed(ort_fp32, clock) for _ in range(args.runs))
+        print(f"\nORT fp32 on the same model and feeds: {ort_ms:.2f} ms ({args.clock} clock, least of runs)")
 
 
 if __name__ == "__main__":

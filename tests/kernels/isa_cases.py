@@ -125,10 +125,10 @@ def host_target_for(entry: ISA) -> tvm.target.Target:
 
 
 def emulated(entry: ISA) -> ISA:
-    """The same entry (lanes, dtypes, packing, register tile) with each dot product's intrinsic
-    implemented by its own scalar description, so its kernels run on any CPU."""
+    """The same entry (lanes, dtypes, packing, register tile) with each dot product's intrinsic (and
+    the float FMA's) implemented by its own scalar description, so its kernels run on any CPU."""
     twin = replace(entry, name=f"{entry.name}_emulated")
-    for dot in twin.dots:
+    for dot in (*twin.dots, isa.FMA32):
         name = twin.intrinsic(dot)
         if TensorIntrin.get(name, allow_missing=True) is None:
             desc = intrin.describe(twin.lanes, dot)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
+from tvm import relax
 
 from tests.kernels import graphs
 from worker.kernels import compile_module, isa, packed
+from worker.kernels.rewrite import kernel_counts
 
 TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})
 
@@ -85,3 +87,60 @@ def test_target_without_avx2_keeps_default_int8_lowering() -> None:
     x = graphs.extreme_input("int8", (1, 8, 14, 14), rng)
     expected = graphs.run(tvm.compile(mod, generic), x)
     np.testing.assert_array_equal(graphs.run(compile_module(mod, generic), x), expected)
+
+
+FLOAT_CONV_CASES = [
+    # data shape, out channels, kernel, stride, pad, dilation: every packed float conv variant
+    ((1, 3, 23, 23), 16, 7, 2, 3, 1),  # stem: 3 channels, stride 2
+    ((1, 5, 9, 9), 10, 1, 1, 0, 1),  # 1x1, channels not a multiple of the 8-lane block
+    ((1, 16, 14, 14), 24, 1, 2, 0, 1),  # 1x1 stride 2
+    ((2, 8, 12, 12), 12, 3, 1, 2, 2),  # dilation 2, batch 2
+    ((1, 12, 7, 7), 40, 3, 1, 1, 1),  # 7x7 map, 5 out blocks
+    ((1, 9, 11, 13), 17, (2, 4), 1, (1, 2, 0, 1), 1),  # non-square kernel, asymmetric padding
+]
+
+
+@pytest.mark.parametrize("case", FLOAT_CONV_CASES, ids=str)
+def test_float_conv_is_packed_and_close(case: tuple) -> None:
+    shape, out_ch, kernel, stride, pad, dilation = case
+    rng = np.random.default_rng(3)
+    kh, kw = kernel if isinstance(kernel, tuple) else (kernel, kernel)
+    w = rng.standard_normal((out_ch, shape[1], kh, kw)).astype(np.float32)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    with bb.function("main", [x]):
+        y = bb.emit(relax.op.nn.conv2d(x, relax.const(w), stride, pad, dilation))
+        bb.emit_func_output(y)
+    mod = bb.get()
+    assert kernel_counts(compile_module(mod, TARGET).as_text()) == {("avx2", "f32"): 1}
+    _compare(mod, rng.standard_normal(shape).astype(np.float32))
+
+
+def test_float_residual_epilogue_runs_in_the_kernel() -> None:
+    """conv + bias + residual add + relu: one fused function with the packed kernel, no other op."""
+    rng = np.random.default_rng(4)
+    shape = (1, 16, 10, 10)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal((1, 16, 1, 1)).astype(np.float32)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(x, relax.const(w), 1, 1))
+            y = bb.emit(relax.op.nn.relu(relax.op.add(relax.op.add(y, relax.const(bias)), x)))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    mod = bb.get()
+    executable = compile_module(mod, TARGET)
+    calls = [line.split()[1] for line in executable.as_text().splitlines() if line.strip().startswith("call")]
+    kernels = [c for c in calls if not c.startswith("vm.builtin")]
+    assert len(kernels) == 1 and kernels[0].startswith("fused_tvmq_avx2_f32_kernel"), kernels
+    _compare(mod, rng.standard_normal(shape).astype(np.float32))
+
+
+@pytest.mark.parametrize(("a_shape", "n_out"), [((16, 64), 20), ((2, 3, 40), 33), ((1, 512), 1000)], ids=str)
+def test_float_matmul_is_packed_and_close(a_shape: tuple[int, ...], n_out: int) -> None:
+    rng = np.random.default_rng(12)
+    mod = graphs.matmul("float32", a_shape, n_out, rng)
+    assert kernel_counts(compile_module(mod, TARGET).as_text()) == {("avx2", "f32"): 1}
+    _compare(mod, rng.standard_normal(a_shape).astype(np.float32))

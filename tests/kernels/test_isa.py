@@ -191,3 +191,45 @@ def test_object_code_has_the_isa_instruction(
         assert _lines(asm, mnemonic, register), f"no {mnemonic} on {register} for {cpu}"
     for mnemonic, register in absent:
         assert not _lines(asm, mnemonic, register), _lines(asm, mnemonic, register)[:3]
+
+
+@pytest.mark.parametrize("entry", isa.TABLE, ids=_name)
+@pytest.mark.parametrize("op", ["conv2d", "matmul"])
+def test_float_kernel_structure_is_close_on_every_isa(entry: ISA, op: str) -> None:
+    """The float32 kernels at each entry's vector width (8 or 16 lanes), with the FMA replaced by
+    its scalar description: packing, lanes and register tiles, against a float64 numpy result."""
+    rng = np.random.default_rng(6)
+    twin = emulated(entry)
+    if op == "conv2d":
+        x = rng.standard_normal((1, 5, 9, 11)).astype(np.float32)
+        w = rng.standard_normal((19, 5, 3, 3)).astype(np.float32)
+        kernel = packed.conv2d_nchw(x.shape, w, (2, 1), (1, 1, 0, 1), (1, 1), twin)
+        padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 0), (1, 1)))
+        oh, ow = (padded.shape[2] - 3) // 2 + 1, padded.shape[3] - 2
+        expected = sum(
+            np.einsum("nchw,oc->nohw", padded[:, :, ry : ry + 2 * oh - 1 : 2, rx : rx + ow], w[:, :, ry, rx])
+            for ry in range(3)
+            for rx in range(3)
+        )
+    else:
+        x = rng.standard_normal((7, 40)).astype(np.float32)
+        w = rng.standard_normal((40, 35)).astype(np.float32)
+        kernel = packed.matmul(x.shape, w, twin)
+        expected = x.astype(np.float64) @ w
+    assert kernel.dot is isa.FMA32 and kernel.constants[0].shape[-2] == entry.lanes
+    lib = tvm.tirx.build(tvm.IRModule({"main": kernel.scheduled()}), target=host_target())
+    out = tvm.runtime.tensor(np.zeros(expected.shape, np.float32))
+    lib["main"](tvm.runtime.tensor(x), *(tvm.runtime.tensor(c) for c in kernel.constants), out)
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("cpu", "register"), [("haswell", "ymm"), ("skylake-avx512", "zmm")])
+def test_float_kernels_use_fma_at_the_isa_width(tmp_path: Path, cpu: str, register: str) -> None:
+    objdump = shutil.which("objdump")
+    if objdump is None:
+        pytest.skip("objdump not found (install binutils): cannot inspect the generated code")
+    mod = graphs.raw_conv("float32", (1, 16, 14, 14), 32, 3, 1, 1, 1, np.random.default_rng(0))
+    lib = tmp_path / "model.so"
+    compile_module(mod, tvm.target.Target({"kind": "llvm", "mcpu": cpu})).export_library(str(lib))
+    asm = subprocess.run([objdump, "-d", str(lib)], capture_output=True, text=True, check=True).stdout
+    assert [line for line in asm.splitlines() if "vfmadd" in line and f"%{register}" in line]

@@ -1,10 +1,12 @@
 """Fast CPU builds: `compile_module` is a drop-in for `tvm.compile(mod, target)`.
 
-The Relax pipeline is TVM's cpu_generic one with two additions: before legalization, int8
-conv2d/matmul with constant weights become calls to packed kernels on the fastest int8
-instruction set the target has (worker/kernels/isa.py: AVX-512 VNNI, AVX-VNNI, AVX-512BW, AVX2);
-after FuseTIR, every PrimFunc gets our generic CPU schedule (tiling, vectorization, parallel
-loops). Everything else is TVM's default lowering.
+The Relax pipeline is TVM's cpu_generic one with two additions: before legalization, int8 and
+float32 conv2d/matmul with constant weights become calls to packed kernels (int8 on the fastest
+int8 instruction set the target has, worker/kernels/isa.py: AVX-512 VNNI, AVX-VNNI, AVX-512BW,
+AVX2; float32 on FMA at that entry's vector width); after FuseTIR, a fused function holding a
+packed kernel is scheduled with its epilogue inside the register tile (packed.schedule_fused) and
+every other PrimFunc gets our generic CPU schedule (tiling, vectorization, parallel loops).
+Everything else is TVM's default lowering.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ __all__ = ["compile_module", "relax_pipeline"]
 
 
 def relax_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
-    """cpu_generic's passes with our int8 rewrite and CPU schedules inserted."""
+    """cpu_generic's passes with our packed-kernel rewrite and CPU schedules inserted."""
     chosen = isa.select(target)
     front = [rewrite_packed(chosen, chosen.float_available(target))] if chosen is not None else []
 

@@ -1,13 +1,19 @@
-"""Int8 conv2d and matmul kernels on an ISA's dot-product intrinsics, with weights packed at compile time.
+"""Packed conv2d and matmul kernels: int8 on an ISA's dot-product intrinsics, float32 on FMA, with
+weights packed at compile time.
 
 Both ops are computed as an implicit GEMM: activations are re-laid so that the reduction values of
 one output pixel are contiguous (NHWC with channels innermost, in groups of `k_lanes`), weights are
 packed into [out_block][...][k_group][lanes][k_lanes] so one vector load feeds one intrinsic call,
-and a tile of `lanes`-wide int32 accumulators is kept in registers. The layout and the loop nest
-are the same for every ISA (worker/kernels/isa.py); only lanes, k_lanes, the operand dtypes, the
-register budget and the tensorized intrinsic differ. For uint8 operands the activations are
-shifted by +128 and the shift is undone by a per-channel constant (128 * sum of the channel's
-weights); padding is applied before the shift so the constant is exact.
+and a tile of `lanes`-wide accumulators is kept in registers. The layout and the loop nest are the
+same for every ISA (worker/kernels/isa.py) and for float32 (k_lanes = 1, `vfmadd`); only lanes,
+k_lanes, the operand dtypes, the register budget and the tensorized intrinsic differ. For uint8
+operands the activations are shifted by +128 and the shift is undone by a per-channel constant
+(128 * sum of the channel's weights); padding is applied before the shift so the constant is exact.
+
+The kernels are built unscheduled and fusable (kOutEWiseFusable): FuseOps puts the elementwise ops
+that follow (bias, requantize, residual add, activation) into the kernel's function, and
+`schedule_fused` then schedules the whole function, computing that epilogue inside each register
+tile. Block annotations carry the kernel's schedule parameters through fusion.
 """
 
 from __future__ import annotations
