@@ -190,7 +190,8 @@ def _apply(sch: s_tir.Schedule, name: str) -> s_tir.Schedule:
 
 
 def schedule_func(func: tirx.PrimFunc) -> tirx.PrimFunc:
-    """Apply the rules to every root-level block of one PrimFunc."""
+    """A function holding a packed kernel gets the kernel's schedule (packed.schedule_fused); any
+    other gets the rules, applied to every root-level block."""
     if func.attrs is not None and SCHEDULED_ATTR in func.attrs:
         return func
     kernel = packed.schedule_fused(func)
