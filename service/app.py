@@ -8,6 +8,8 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
 
 from service.body_limit import BodyLimit
 from service.context import Context, require_token
@@ -15,6 +17,7 @@ from service.problems import install_handlers
 from service.routes import health, jobs, quantize, schema
 from worker.runtime.celery_app import make_celery
 from worker.runtime.jobs import JobStore
+from worker.runtime.recovery import recover_lost_jobs
 from worker.runtime.settings import Settings, get_settings
 from worker.runtime.storage import BlobStore
 
@@ -29,9 +32,19 @@ async def _sweep_forever(ctx: Context) -> None:
             removed = await asyncio.to_thread(ctx.jobs.sweep, ctx.settings.job_retention, ctx.blobs)
             if removed:
                 log.info("retention sweep removed %d job(s)", len(removed))
-        except Exception:
+        except (RedisError, OSError):
             log.exception("retention sweep failed; retrying in %d s", ctx.settings.sweep_interval)
         await asyncio.sleep(ctx.settings.sweep_interval)
+
+
+async def _recover_forever(ctx: Context) -> None:
+    """Jobs whose run or message was lost go back to the queue (worker/runtime/recovery.py)."""
+    while True:
+        try:
+            await asyncio.to_thread(recover_lost_jobs, ctx.jobs, ctx.celery, ctx.settings)
+        except (RedisError, KombuError, OSError) as exc:
+            log.warning("recovery of lost jobs failed (%s); retrying", exc)
+        await asyncio.sleep(ctx.settings.job_heartbeat)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,9 +59,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        sweeper = asyncio.create_task(_sweep_forever(ctx))
+        loops = [asyncio.create_task(_sweep_forever(ctx)), asyncio.create_task(_recover_forever(ctx))]
         yield
-        sweeper.cancel()
+        for loop in loops:
+            loop.cancel()
 
     app = FastAPI(
         title="tvmq",

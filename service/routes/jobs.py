@@ -15,6 +15,7 @@ from service.context import Context, get_context
 from service.problems import ApiError, job_not_found
 from worker.runtime.jobs import Job, State
 from worker.runtime.storage import is_job_id
+from worker.runtime.watch import STOP_SIGNAL
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -172,7 +173,9 @@ def delete_job(
 ) -> JobView | Response:
     _job(ctx, job_id)
     if ctx.jobs.cancel(job_id):
-        ctx.celery.control.revoke(job_id, terminate=True, signal="SIGTERM")
+        # The stop signal raises JobCancelled in the job's process (worker/runtime/watch.py), which
+        # cleans up and takes the next job; a worker that misses it stops at its next heartbeat.
+        ctx.celery.control.revoke(job_id, terminate=True, signal=STOP_SIGNAL.name)
         ctx.blobs.delete(job_id)
         return _view(request, _job(ctx, job_id))
     ctx.jobs.delete(job_id)

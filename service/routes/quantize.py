@@ -16,8 +16,8 @@ from service.context import Context, get_context
 from service.problems import ApiError, too_large
 from worker.frontend import open_upload
 from worker.qconfig import parse_qconfig
-from worker.runtime.celery_app import TASK_NAME
 from worker.runtime.jobs import new_job_id
+from worker.runtime.recovery import send_job
 
 router = APIRouter(tags=["jobs"])
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def submit(
             has_calibration=calibration is not None,
             model_name=PurePath(model.filename or "model.onnx").name[:200],
         )
-        ctx.celery.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=settings.celery_queue)
+        send_job(ctx.celery, settings, job_id, dispatch=1)
     except (RedisError, KombuError) as exc:
         _discard(ctx, job_id)
         raise ApiError(

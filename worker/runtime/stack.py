@@ -27,6 +27,25 @@ STOP_TIMEOUT = 20.0  # seconds a child gets to exit after SIGTERM before it is k
 START_TIMEOUT = 60.0  # seconds redis-server and the API get to answer
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(sig: signal.Signals = signal.SIGKILL) -> None:
+    """Have the kernel send `sig` to this process when its parent exits (Linux), so nothing is left
+    running with parent 1 when a supervisor or a worker is killed; no-op elsewhere."""
+    import ctypes
+    import ctypes.util
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the call
+        os.kill(os.getpid(), sig)
+
+
 def run_worker(concurrency: int = 1, loglevel: str = "info") -> int:
     from worker.runtime.tasks import app
 
