@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from service.context import Context, get_context
 from service.problems import ApiError, job_not_found
@@ -37,6 +37,8 @@ class JobView(BaseModel):
     state: State
     stage: str | None
     progress: int
+    attempts: int = Field(description="runs started (more than one: a run was lost and the job re-run)")
+    worker: str | None = Field(description="host:pid of the process that runs (or last ran) the job")
     model_name: str
     created_at: datetime
     started_at: datetime | None
@@ -68,6 +70,8 @@ def _view(request: Request, job: Job) -> JobView:
         state=job.state,
         stage=job.stage,
         progress=job.progress,
+        attempts=job.attempt,
+        worker=job.run_by or None,
         model_name=job.model_name,
         created_at=_time(job.created_at),
         started_at=_time(job.started_at),

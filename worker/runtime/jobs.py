@@ -17,6 +17,8 @@ a run that stops writing it for `lease` seconds was lost with its worker or its 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 import uuid
 from collections.abc import Iterable
@@ -58,7 +60,7 @@ if attempt >= tonumber(ARGV[3]) then
 end
 attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 redis.call('HSET', KEYS[1], 'state', 'running', 'started_at', ARGV[1], 'heartbeat', ARGV[1], 'stage', 'load',
-           'progress', 0, 'error_code', '', 'error_message', '')
+           'progress', 0, 'error_code', '', 'error_message', '', 'run_by', ARGV[8])
 return attempt
 """
 
@@ -133,6 +135,7 @@ class Job(BaseModel):
     error_message: str | None = None
     attempt: int = 0
     dispatch: int = 1
+    run_by: str = ""  # host:pid of the process running (or that last ran) the job
     qconfig: str = ""
     has_calibration: bool = False
     model_name: str = ""
@@ -240,7 +243,9 @@ class JobStore:
             "the job was started %d times and its worker was lost each time (%s); it may need more "
             "memory than JOB_MEMORY_LIMIT or crash the compiler: check the workers' logs"
         )
-        args = [time.time(), dispatch, self.max_deliveries, WORKER_LOST_CODE, message, job_id, self.lease]
+        run_by = f"{socket.gethostname()}:{os.getpid()}"
+        args = [time.time(), dispatch, self.max_deliveries, WORKER_LOST_CODE, message, job_id]
+        args += [self.lease, run_by]
         attempt = int(self._start(keys=[self.key(job_id), self.active_key], args=args))
         return attempt if attempt > 0 else None
 
