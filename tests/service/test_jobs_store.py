@@ -57,6 +57,7 @@ def test_a_finished_job_is_not_claimed_or_overwritten_again(store: JobStore) -> 
 def test_a_redelivered_running_job_supersedes_the_lost_run(store: JobStore) -> None:
     job_id = _new(store)
     lost = store.start(job_id)
+    store.note_loss(job_id, "signal 9 (SIGKILL)")
     current = store.start(job_id)
     assert current == lost + 1
     assert not store.progress(job_id, lost, "build", 65)
@@ -75,13 +76,44 @@ def test_cancel_only_active_jobs(store: JobStore) -> None:
     assert [store.get(j).state for j in (queued, running, done)] == ["cancelled", "cancelled", "succeeded"]
 
 
-def test_a_running_job_past_the_hard_limit_reads_as_failed(store: JobStore) -> None:
-    stale = JobStore(store.redis, stale_after=0.0, prefix=store.prefix)
-    job_id = _new(stale)
-    stale.start(job_id)
+def test_a_delivery_while_another_run_is_alive_is_skipped(store: JobStore) -> None:
+    job_id = _new(store)
+    assert store.start(job_id) == 1
+    assert store.start(job_id) is None  # kombu restored the message of a run that is still alive
+    store.note_loss(job_id, "signal 9 (SIGKILL)")  # the worker saw the run's process die
+    assert store.start(job_id) == 2
+
+
+def test_a_message_of_an_older_dispatch_is_skipped(store: JobStore) -> None:
+    lost = JobStore(store.redis, prefix=store.prefix, lease=0.0)
+    job_id = _new(lost)
+    lost.start(job_id)
     time.sleep(0.01)
-    job = stale.get(job_id)
-    assert (job.state, job.error_code) == ("failed", "E_TIMEOUT")
+    assert lost.lost_jobs(queued_in_broker=[]) == [(job_id, 2)]
+    assert lost.start(job_id, dispatch=1) is None
+    assert lost.start(job_id, dispatch=2) == 2
+    assert "no heartbeat" in lost.redis.hget(lost.key(job_id), "losses")
+
+
+def test_a_queued_job_is_resent_only_when_its_message_is_gone(store: JobStore) -> None:
+    lost = JobStore(store.redis, prefix=store.prefix, lease=0.0)
+    job_id = _new(lost)
+    time.sleep(0.01)
+    assert lost.lost_jobs(queued_in_broker=[job_id]) == []
+    assert lost.lost_jobs(queued_in_broker=[]) == [(job_id, 2)]
+
+
+def test_deliveries_are_bounded(store: JobStore) -> None:
+    bounded = JobStore(store.redis, prefix=store.prefix, max_deliveries=2)
+    job_id = _new(bounded)
+    for _ in range(2):
+        assert bounded.start(job_id)
+        bounded.note_loss(job_id, "signal 9 (SIGKILL)")
+    assert bounded.start(job_id) is None
+    job = bounded.get(job_id)
+    assert (job.state, job.error_code) == ("failed", "E_WORKER_LOST")
+    assert "started 2 times" in job.error_message and "SIGKILL" in job.error_message
+    assert job_id not in bounded.redis.zrange(bounded.active_key, 0, -1)
 
 
 def test_sweep_removes_old_finished_jobs_and_orphaned_files(store: JobStore, blobs: BlobStore) -> None:
@@ -103,22 +135,24 @@ def test_sweep_removes_old_finished_jobs_and_orphaned_files(store: JobStore, blo
     assert [j.id for j in store.recent(0, 10)[0]] == [queued]
 
 
-def test_the_task_never_reruns_a_finished_job(store: JobStore, blobs: BlobStore) -> None:
+def test_the_task_never_reruns_a_finished_job(store: JobStore, blobs: BlobStore, settings: Settings) -> None:
     job_id = _new(store)
     store.finish(job_id, store.start(job_id), "succeeded")
     artifact = blobs.artifact_path(job_id)
     artifact.parent.mkdir(parents=True)
     artifact.write_bytes(b"built")
 
-    assert execute_job(job_id, store, blobs) == {"job_id": job_id, "ran": False}
+    assert execute_job(job_id, store, blobs, settings) == {"job_id": job_id, "ran": False}
     assert artifact.read_bytes() == b"built"
     job = store.get(job_id)
     assert (job.state, job.attempt) == ("succeeded", 1)
 
 
-def test_the_task_skips_cancelled_and_unknown_jobs(store: JobStore, blobs: BlobStore) -> None:
+def test_the_task_skips_cancelled_and_unknown_jobs(
+    store: JobStore, blobs: BlobStore, settings: Settings
+) -> None:
     job_id = _new(store)
     store.cancel(job_id)
-    assert execute_job(job_id, store, blobs)["ran"] is False
-    assert execute_job(new_job_id(), store, blobs)["ran"] is False
+    assert execute_job(job_id, store, blobs, settings)["ran"] is False
+    assert execute_job(new_job_id(), store, blobs, settings)["ran"] is False
     assert store.get(job_id).state == "cancelled"
