@@ -11,8 +11,10 @@ from fastapi import Depends, FastAPI
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
+from service.auth import load_tokens
 from service.body_limit import BodyLimit
-from service.context import Context, require_token
+from service.context import Context, caller
+from service.gate import Gate
 from service.problems import install_handlers
 from service.routes import health, jobs, quantize, schema
 from worker.runtime.celery_app import make_celery
@@ -55,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         jobs=JobStore.from_settings(settings),
         blobs=BlobStore(settings.storage_dir),
         celery=make_celery(settings),
+        tokens=load_tokens(settings),
     )
 
     @contextlib.asynccontextmanager
@@ -72,11 +75,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.context = ctx
     install_handlers(app)
-    protected = [Depends(require_token)]
+    protected = [Depends(caller)]
     app.include_router(health.router)
     app.include_router(quantize.router, dependencies=protected)
     app.include_router(jobs.router, dependencies=protected)
     app.include_router(schema.router, dependencies=protected)
-    limit = settings.max_model_bytes + settings.max_calibration_bytes + settings.max_qconfig_bytes
-    app.add_middleware(BodyLimit, path="/quantize", limit=limit + MULTIPART_OVERHEAD)
+    parts = {
+        "model": settings.max_model_bytes,
+        "calibration": settings.max_calibration_bytes,
+        "qconfig": settings.max_qconfig_bytes,
+    }
+    limit = sum(parts.values()) + MULTIPART_OVERHEAD
+    app.add_middleware(
+        BodyLimit, path="/quantize", limit=limit, parts=parts, other=settings.max_qconfig_bytes
+    )
+    # Added last, so it runs first: no body is read before the token and the rate limit pass.
+    app.add_middleware(
+        Gate,
+        tokens=ctx.tokens,
+        client=ctx.jobs.redis,
+        prefix=settings.redis_prefix,
+        limit=settings.rate_limit,
+        window=settings.rate_limit_window,
+    )
     return app

@@ -12,9 +12,39 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kombu.exceptions import KombuError
+from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from worker.errors import QuantizeError
+
+UNAVAILABLE_RETRY_AFTER = 5  # seconds a client should wait when Redis is unreachable
+
+
+class Problem(BaseModel):
+    """The body of every error response."""
+
+    code: str = Field(description="stable error code, e.g. E_CALIBRATION")
+    message: str = Field(description="what is wrong and what to change")
+    detail: dict[str, Any] = Field(description="the failing field, input or op, and limits")
+
+
+_DESCRIPTIONS = {
+    401: "no or a wrong bearer token",
+    404: "no such job (or not yours)",
+    409: "the job is not finished",
+    413: "an upload is over its size limit",
+    422: "bad input: the field, input or op is named in detail",
+    429: "rate limited: retry after Retry-After seconds",
+    503: "Redis or the job queue is unreachable, or no worker answers",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these statuses, each with the Problem body."""
+    return {status: {"model": Problem, "description": _DESCRIPTIONS[status]} for status in statuses}
+
 
 #: HTTP status of every pipeline error code: what the user sent is wrong (422) or we failed (500).
 STATUS_OF_CODE: dict[str, int] = {
@@ -75,9 +105,35 @@ async def _on_request_validation(_: Request, exc: RequestValidationError) -> JSO
     return problem(422, "E_REQUEST", f"{field or 'request'}: {first.get('msg')}", {"field": field})
 
 
-async def _on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     code = {404: "E_NOT_FOUND", 405: "E_METHOD", 401: "E_UNAUTHORIZED"}.get(exc.status_code, "E_HTTP")
-    return problem(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        # Starlette names the methods of the first route matching the path only (GET of
+        # /jobs/{id}, not its DELETE): list every route's.
+        headers["Allow"] = ", ".join(sorted(_methods_of(request.app.routes, request.url.path)))
+    return problem(exc.status_code, code, str(exc.detail), headers=headers or None)
+
+
+def _methods_of(routes: list[Any], path: str) -> set[str]:
+    """Every method some route (included routers walked into) serves at `path`."""
+    methods: set[str] = set()
+    for route in routes:
+        inner = getattr(route, "original_router", None) or getattr(route, "app", None)
+        if hasattr(inner, "routes") and not hasattr(route, "path_regex"):
+            methods |= _methods_of(inner.routes, path)
+        elif getattr(route, "methods", None) and route.path_regex.match(path):
+            methods |= set(route.methods)
+    return methods
+
+
+async def _on_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    return problem(
+        503,
+        "E_UNAVAILABLE",
+        f"the job store or queue is unreachable ({type(exc).__name__}); try again shortly",
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+    )
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -85,3 +141,5 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(QuantizeError, _on_quantize_error)
     app.add_exception_handler(RequestValidationError, _on_request_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(RedisError, _on_unavailable)
+    app.add_exception_handler(KombuError, _on_unavailable)

@@ -218,7 +218,7 @@ def parse_qconfig(data: str | bytes | dict[str, Any] | None) -> QConfig:
     if isinstance(data, str | bytes):
         try:
             data = json.loads(data)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # also nesting too deep, an integer too long
             raise QConfigError(f"qconfig is not valid JSON: {exc}", field="qconfig") from None
     if not isinstance(data, dict):
         raise QConfigError("qconfig must be a JSON object", field="qconfig")

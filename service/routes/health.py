@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
-from service.context import Context, get_context
-from service.problems import ApiError
+from service.context import Caller, Context, get_context
+from service.problems import ApiError, problem_responses
 
 router = APIRouter(tags=["health"])
 
@@ -21,8 +21,22 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Redis answers and at least one worker answers a ping")
-def readyz(ctx: Annotated[Context, Depends(get_context)]) -> dict[str, Any]:
+@router.get(
+    "/readyz",
+    summary="Redis answers and at least one worker answers a ping (details only with a token)",
+    responses=problem_responses(503),
+)
+def readyz(ctx: Annotated[Context, Depends(get_context)], owner: Caller) -> dict[str, Any]:
+    if owner is None:  # no valid token: ready or not, nothing about the deployment
+        try:
+            _check(ctx)
+        except ApiError:
+            raise ApiError(503, "E_NOT_READY", "not ready") from None
+        return {"status": "ready"}
+    return _check(ctx)
+
+
+def _check(ctx: Context) -> dict[str, Any]:
     try:
         ctx.jobs.redis.ping()
     except RedisError as exc:

@@ -11,13 +11,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel, Field
 
-from service.context import Context, get_context
-from service.problems import ApiError, job_not_found
+from service.context import Caller, Context, get_context
+from service.problems import ApiError, job_not_found, problem_responses
 from worker.runtime.jobs import Job, State
 from worker.runtime.storage import is_job_id
 from worker.runtime.watch import STOP_SIGNAL
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=problem_responses(401, 429, 503))
+MAX_OFFSET = 1_000_000  # far past any retention; keeps Redis's range arithmetic in range
 
 
 class JobError(BaseModel):
@@ -86,16 +87,17 @@ def _view(request: Request, job: Job) -> JobView:
     )
 
 
-def _job(ctx: Context, job_id: str) -> Job:
+def _job(ctx: Context, job_id: str, owner: str | None) -> Job:
+    """The caller's job; another owner's job is as unknown as a job that does not exist."""
     job = ctx.jobs.get(job_id) if is_job_id(job_id) else None
-    if job is None:
+    if job is None or job.owner != owner:
         raise job_not_found(job_id)
     return job
 
 
-def _result_file(ctx: Context, job_id: str, path_of: str) -> Path:
+def _result_file(ctx: Context, job_id: str, owner: str | None, path_of: str) -> Path:
     """The file of a succeeded job; 409 while the job is not finished, 404 when it has none."""
-    job = _job(ctx, job_id)
+    job = _job(ctx, job_id, owner)
     if not job.finished:
         raise ApiError(
             409, "E_NOT_FINISHED", f"job {job_id} is {job.state}; poll GET /jobs/{job_id}", state=job.state
@@ -109,14 +111,17 @@ def _result_file(ctx: Context, job_id: str, path_of: str) -> Path:
     return path
 
 
-@router.get("", response_model=JobPage, summary="Recent jobs, newest first")
+@router.get(
+    "", response_model=JobPage, summary="Your recent jobs, newest first", responses=problem_responses(422)
+)
 def list_jobs(
     request: Request,
     ctx: Annotated[Context, Depends(get_context)],
-    offset: Annotated[int, Query(ge=0)] = 0,
+    owner: Caller,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> JobPage:
-    jobs, total = ctx.jobs.recent(offset, limit)
+    jobs, total = ctx.jobs.recent(offset, limit, owner=owner or "")
     following = offset + limit
     next_url = (
         str(request.url.include_query_params(offset=following, limit=limit)) if following < total else None
@@ -126,9 +131,17 @@ def list_jobs(
     )
 
 
-@router.get("/{job_id}", response_model=JobView, name="get_job", summary="A job's state and progress")
-def get_job(job_id: str, request: Request, ctx: Annotated[Context, Depends(get_context)]) -> JobView:
-    return _view(request, _job(ctx, job_id))
+@router.get(
+    "/{job_id}",
+    response_model=JobView,
+    name="get_job",
+    summary="A job's state and progress",
+    responses=problem_responses(404),
+)
+def get_job(
+    job_id: str, request: Request, ctx: Annotated[Context, Depends(get_context)], owner: Caller
+) -> JobView:
+    return _view(request, _job(ctx, job_id, owner))
 
 
 @router.get(
@@ -136,9 +149,10 @@ def get_job(job_id: str, request: Request, ctx: Annotated[Context, Depends(get_c
     name="get_artifact",
     response_class=FileResponse,
     summary="The compiled shared library (load with tvm.runtime.load_module)",
+    responses={200: {"content": {"application/octet-stream": {}}}, **problem_responses(404, 409)},
 )
-def get_artifact(job_id: str, ctx: Annotated[Context, Depends(get_context)]) -> FileResponse:
-    path = _result_file(ctx, job_id, "artifact_path")
+def get_artifact(job_id: str, ctx: Annotated[Context, Depends(get_context)], owner: Caller) -> FileResponse:
+    path = _result_file(ctx, job_id, owner, "artifact_path")
     return FileResponse(path, media_type="application/octet-stream", filename=f"{job_id}.so")
 
 
@@ -146,10 +160,11 @@ def get_artifact(job_id: str, ctx: Annotated[Context, Depends(get_context)]) -> 
     "/{job_id}/report",
     name="get_report",
     response_class=FileResponse,
-    summary="The verification report (JSON)",
+    summary="The verification report (JSON; schema at GET /report/schema)",
+    responses={200: {"content": {"application/json": {}}}, **problem_responses(404, 409)},
 )
-def get_report(job_id: str, ctx: Annotated[Context, Depends(get_context)]) -> FileResponse:
-    return FileResponse(_result_file(ctx, job_id, "report_path"), media_type="application/json")
+def get_report(job_id: str, ctx: Annotated[Context, Depends(get_context)], owner: Caller) -> FileResponse:
+    return FileResponse(_result_file(ctx, job_id, owner, "report_path"), media_type="application/json")
 
 
 @router.get(
@@ -157,11 +172,14 @@ def get_report(job_id: str, ctx: Annotated[Context, Depends(get_context)]) -> Fi
     name="get_report_html",
     response_class=HTMLResponse,
     summary="The verification report as a readable page",
+    responses=problem_responses(404, 409),
 )
-def get_report_html(job_id: str, ctx: Annotated[Context, Depends(get_context)]) -> HTMLResponse:
+def get_report_html(
+    job_id: str, ctx: Annotated[Context, Depends(get_context)], owner: Caller
+) -> HTMLResponse:
     from worker.report.html import render_report_html
 
-    report = json.loads(_result_file(ctx, job_id, "report_path").read_text())
+    report = json.loads(_result_file(ctx, job_id, owner, "report_path").read_text())
     return HTMLResponse(render_report_html(report))
 
 
@@ -169,19 +187,19 @@ def get_report_html(job_id: str, ctx: Annotated[Context, Depends(get_context)]) 
     "/{job_id}",
     name="delete_job",
     response_model=JobView,
-    responses={204: {"description": "a finished job and its files were deleted"}},
+    responses={204: {"description": "a finished job and its files were deleted"}, **problem_responses(404)},
     summary="Cancel a queued or running job, or delete a finished one; its files go either way",
 )
 def delete_job(
-    job_id: str, request: Request, ctx: Annotated[Context, Depends(get_context)]
+    job_id: str, request: Request, ctx: Annotated[Context, Depends(get_context)], owner: Caller
 ) -> JobView | Response:
-    _job(ctx, job_id)
+    _job(ctx, job_id, owner)
     if ctx.jobs.cancel(job_id):
         # The stop signal raises JobCancelled in the job's process (worker/runtime/watch.py), which
         # cleans up and takes the next job; a worker that misses it stops at its next heartbeat.
         ctx.celery.control.revoke(job_id, terminate=True, signal=STOP_SIGNAL.name)
         ctx.blobs.delete(job_id)
-        return _view(request, _job(ctx, job_id))
+        return _view(request, _job(ctx, job_id, owner))
     ctx.jobs.delete(job_id)
     ctx.blobs.delete(job_id)
     return Response(status_code=204)

@@ -12,8 +12,8 @@ from kombu.exceptions import KombuError
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
-from service.context import Context, get_context
-from service.problems import ApiError, too_large
+from service.context import Caller, Context, get_context
+from service.problems import ApiError, problem_responses, too_large
 from worker.frontend import open_upload
 from worker.qconfig import parse_qconfig
 from worker.runtime.jobs import new_job_id
@@ -53,12 +53,13 @@ def _discard(ctx: Context, job_id: str) -> None:
     status_code=202,
     response_model=Submitted,
     summary="Submit an ONNX model for int8 quantization and compilation",
-    responses={413: {"description": "an upload is over its size limit"}, 422: {"description": "bad input"}},
+    responses=problem_responses(401, 413, 422, 429, 503),
 )
 def submit(
     request: Request,
     response: Response,
     ctx: Annotated[Context, Depends(get_context)],
+    owner: Caller,
     model: Annotated[UploadFile, File(description="the ONNX model (one self-contained file)")],
     calibration: Annotated[
         UploadFile | None,
@@ -95,6 +96,7 @@ def submit(
             qconfig=config.model_dump_json(exclude_unset=True),
             has_calibration=calibration is not None,
             model_name=PurePath(model.filename or "model.onnx").name[:200],
+            owner=owner or "",
         )
         send_job(ctx.celery, settings, job_id, dispatch=1)
     except (RedisError, KombuError) as exc:
