@@ -56,6 +56,12 @@ class JobPage(BaseModel):
     next: str | None
 
 
+def _file(media_type: str, string_format: str | None) -> dict:
+    """The OpenAPI 200 of a route that answers a file (its errors stay JSON problems)."""
+    schema = {"type": "string", **({"format": string_format} if string_format else {})}
+    return {"description": "the file", "content": {media_type: {"schema": schema}}}
+
+
 def _time(epoch: float | None) -> datetime | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
 
@@ -147,9 +153,9 @@ def get_job(
 @router.get(
     "/{job_id}/artifact",
     name="get_artifact",
-    response_class=FileResponse,
+    response_model=None,
     summary="The compiled shared library (load with tvm.runtime.load_module)",
-    responses={200: {"content": {"application/octet-stream": {}}}, **problem_responses(404, 409)},
+    responses={200: _file("application/octet-stream", "binary"), **problem_responses(404, 409)},
 )
 def get_artifact(job_id: str, ctx: Annotated[Context, Depends(get_context)], owner: Caller) -> FileResponse:
     path = _result_file(ctx, job_id, owner, "artifact_path")
@@ -159,9 +165,9 @@ def get_artifact(job_id: str, ctx: Annotated[Context, Depends(get_context)], own
 @router.get(
     "/{job_id}/report",
     name="get_report",
-    response_class=FileResponse,
+    response_model=None,
     summary="The verification report (JSON; schema at GET /report/schema)",
-    responses={200: {"content": {"application/json": {}}}, **problem_responses(404, 409)},
+    responses=problem_responses(404, 409),
 )
 def get_report(job_id: str, ctx: Annotated[Context, Depends(get_context)], owner: Caller) -> FileResponse:
     return FileResponse(_result_file(ctx, job_id, owner, "report_path"), media_type="application/json")
@@ -170,9 +176,9 @@ def get_report(job_id: str, ctx: Annotated[Context, Depends(get_context)], owner
 @router.get(
     "/{job_id}/report.html",
     name="get_report_html",
-    response_class=HTMLResponse,
+    response_model=None,
     summary="The verification report as a readable page",
-    responses=problem_responses(404, 409),
+    responses={200: _file("text/html", None), **problem_responses(404, 409)},
 )
 def get_report_html(
     job_id: str, ctx: Annotated[Context, Depends(get_context)], owner: Caller
