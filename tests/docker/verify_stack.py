@@ -10,6 +10,7 @@ Exit status 0 when all hold; otherwise the last line names the first check that 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -48,7 +49,9 @@ def the_only_job(client: httpx.Client) -> dict:
 
 
 def verify(url: str, workers: int, artifact: Path, model: Path, calibration: Path) -> None:
-    with httpx.Client(base_url=url, timeout=30) as client:
+    token = os.environ.get("API_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
         names = wait_for_workers(client, workers)
         print(f"verify: /readyz: {len(names)} workers {names}")
         job = the_only_job(client)
