@@ -235,9 +235,8 @@ def main() -> int:
             f"wall time: {time.monotonic() - began:.0f} s with {args.workers} workers, {args.clients} clients"
         )
         print("faults:\n  " + "\n  ".join(faults))
-        print(
-            f"submitted:          {stats['submitted']} (of {args.jobs}; not submitted {stats['not_submitted']})"
-        )
+        missed = stats["not_submitted"]
+        print(f"submitted:          {stats['submitted']} (of {args.jobs}; not submitted {missed})")
         print(f"succeeded:          {states['succeeded']}")
         print(f"failed with a code: {states['failed']} {dict(codes)}")
         print(f"cancelled:          {states['cancelled']}")
@@ -246,9 +245,8 @@ def main() -> int:
         print(f"re-run:             {rerun} (a run was interrupted and the job ran again)")
         retried = {k: v for k, v in stats.items() if k.startswith("post_") and k != "post_seconds"}
         print(f"POST retried:       {retried}")
-        print(
-            f"POST latency:       p50 {_percentile(posts, 50) * 1000:.0f} ms, p99 {_percentile(posts, 99) * 1000:.0f} ms"
-        )
+        p50, p99 = (_percentile(posts, q) * 1000 for q in (50, 99))
+        print(f"POST latency:       p50 {p50:.0f} ms, p99 {p99:.0f} ms over {len(posts)} POSTs")
         return 1 if lost or twice else 0
     finally:
         stack.stop()
