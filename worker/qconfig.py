@@ -11,6 +11,7 @@ import.
 from __future__ import annotations
 
 import json
+import platform
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -176,6 +177,13 @@ class QConfig(BaseModel):
         kind = v.get("kind") if isinstance(v, dict) else v.split()[0] if v.strip() else ""
         if kind != "llvm":
             raise ValueError(f"only CPU (llvm) targets are built by this service, got kind {kind!r}")
+        triple = _target_dict(v).get("mtriple")
+        arch = str(triple or "").split("-")[0]
+        if arch and arch not in _HOST_ARCHES.get(platform.machine(), {platform.machine()}):
+            raise ValueError(
+                f"cross-compilation to {triple!r} is not supported: the model is run on this "
+                f"{platform.machine()} machine to calibrate, verify and time it; drop mtriple"
+            )
         return v
 
     @model_validator(mode="after")
@@ -205,6 +213,21 @@ class QConfig(BaseModel):
             key, _, value = flag.lstrip("-").partition("=")
             out[key] = value if value else True
         return out
+
+
+#: LLVM's names of the machine's own architecture (a triple may say amd64 or x86_64).
+_HOST_ARCHES = {"x86_64": {"x86_64", "amd64", "x86-64"}, "aarch64": {"aarch64", "arm64"}}
+
+
+def _target_dict(target: str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(target, dict):
+        return dict(target)
+    kind, *flags = target.split() or [""]
+    out: dict[str, Any] = {"kind": kind}
+    for flag in flags:
+        key, _, value = flag.lstrip("-").partition("=")
+        out[key] = value if value else True
+    return out
 
 
 def _field_of(error: dict[str, Any]) -> str:

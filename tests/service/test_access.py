@@ -151,3 +151,14 @@ def test_the_openapi_document_matches_the_api(client: TestClient) -> None:
     assert not_allowed.status_code == 405
     assert {"GET", "DELETE"} <= {m.strip() for m in not_allowed.headers["allow"].split(",")}
     assert json.loads(not_allowed.text)["code"] == "E_METHOD"
+
+
+@pytest.mark.parametrize(
+    "target", ["llvm -mtriple=aarch64-linux-gnu", {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}]
+)
+def test_a_cross_target_is_refused_before_queueing(client: TestClient, target) -> None:
+    qconfig = json.dumps({"target": target})
+    response = client.post("/quantize", **submission(conv_model_bytes(), qconfig=qconfig))
+    assert response.status_code == 422 and response.json()["detail"]["field"] == "target", response.text
+    assert "cross-compilation" in response.json()["message"]
+    assert client.get("/jobs").json()["total"] == 0
