@@ -1,6 +1,6 @@
 """Access to the API: the token and the size limits are checked while the body streams in, not
 after it was spooled; a rate limit; each token sees only its own jobs; /readyz tells a caller
-without a token nothing but ready / not ready; hostile query and qconfig values are 4xx."""
+without a token nothing but ready / not ready; the OpenAPI document matches the API."""
 
 from __future__ import annotations
 
@@ -122,22 +122,6 @@ def test_an_unreachable_redis_is_503_with_retry_after(make_settings) -> None:
         assert response.headers["retry-after"]
 
 
-@pytest.mark.parametrize(
-    "qconfig",
-    ["[" * 30000 + "]" * 30000, '{"global_scale": ' + "7" * 5000 + "}", '{"a":' * 10000 + "1" + "}" * 10000],
-    ids=["nested-30000", "5000-digit-integer", "nested-objects"],
-)
-def test_hostile_qconfig_text_is_422(client: TestClient, qconfig: str) -> None:
-    response = client.post("/quantize", **submission(conv_model_bytes(), qconfig=qconfig))
-    assert response.status_code == 422, response.text
-    assert response.json()["code"] == "E_QCONFIG"
-
-
-def test_an_offset_past_int64_is_422(client: TestClient) -> None:
-    response = client.get("/jobs", params={"offset": 9223372036854775807})
-    assert response.status_code == 422 and response.json()["code"] == "E_REQUEST"
-
-
 def test_the_openapi_document_matches_the_api(client: TestClient) -> None:
     document = client.get("/openapi.json").json()
     assert client.get("/report/schema").status_code == 200
@@ -151,14 +135,3 @@ def test_the_openapi_document_matches_the_api(client: TestClient) -> None:
     assert not_allowed.status_code == 405
     assert {"GET", "DELETE"} <= {m.strip() for m in not_allowed.headers["allow"].split(",")}
     assert json.loads(not_allowed.text)["code"] == "E_METHOD"
-
-
-@pytest.mark.parametrize(
-    "target", ["llvm -mtriple=aarch64-linux-gnu", {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}]
-)
-def test_a_cross_target_is_refused_before_queueing(client: TestClient, target) -> None:
-    qconfig = json.dumps({"target": target})
-    response = client.post("/quantize", **submission(conv_model_bytes(), qconfig=qconfig))
-    assert response.status_code == 422 and response.json()["detail"]["field"] == "target", response.text
-    assert "cross-compilation" in response.json()["message"]
-    assert client.get("/jobs").json()["total"] == 0

@@ -7,6 +7,7 @@ checked in milliseconds without unpacking its data, and a member is read only wh
 
 from __future__ import annotations
 
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,9 @@ def _read_headers(path: Path) -> dict[str, Header]:
                     field="calibration",
                     input=key,
                 )
-            headers[key] = Header(tuple(int(d) for d in shape), dtype, info.file_size)
+            dims = tuple(int(d) for d in shape)
+            # What the header declares, not the member's size: a 1 KiB member may declare 100 GB.
+            headers[key] = Header(dims, dtype, math.prod(dims) * dtype.itemsize)
     return headers
 
 

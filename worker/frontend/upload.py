@@ -9,12 +9,13 @@ values (finite floats, integers in range), which the API leaves to the worker.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
-from worker.errors import CalibrationError
+from worker.errors import CalibrationError, ModelError
 from worker.frontend.calibration import CalibrationSet
 from worker.frontend.model import ModelInput, load_onnx, model_inputs
 from worker.frontend.npz import NpzArchive
@@ -38,6 +39,20 @@ def require_calibration(qconfig: QConfig, has_calibration: bool) -> None:
         )
 
 
+def check_feed_sizes(inputs: list[ModelInput], limit: int) -> None:
+    """One feed of each input (dynamic dims as 1) must fit the unpacked calibration limit: the
+    pipeline makes such feeds to verify the build, and a 1e9-element input only runs it out of memory."""
+    for spec in inputs:
+        size = math.prod(d or 1 for d in spec.dims) * spec.dtype.itemsize
+        if size > limit:
+            raise ModelError(
+                f"input '{spec.name}' declares {size} bytes per feed {spec.show()}, more than the limit "
+                f"of {limit} (MAX_CALIBRATION_UNPACKED_BYTES); export the model with smaller input shapes",
+                field="model",
+                input=spec.name,
+            )
+
+
 def open_upload(
     model_path: Path,
     calibration_path: Path | None,
@@ -47,6 +62,8 @@ def open_upload(
     """Check a submission; raises the QuantizeError naming the first thing wrong with it."""
     model = load_onnx(Path(model_path))  # what is wrong with the model first: it decides the rest
     inputs = model_inputs(model)
+    if max_unpacked_bytes is not None:
+        check_feed_sizes(inputs, max_unpacked_bytes)
     check_supported_ops(model)
     require_calibration(qconfig, calibration_path is not None)
     calibration = None
