@@ -6,12 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
-from celery.exceptions import SoftTimeLimitExceeded
 
 import worker.kernels
 from tests.kernels import graphs
 from worker import build
-from worker.runtime.tasks import JobCancelled
+from worker.runtime.watch import STOPS
 
 TARGET = tvm.target.Target({"kind": "llvm"})
 
@@ -36,7 +35,7 @@ def test_a_failure_without_a_message_falls_back_to_tvm(monkeypatch: pytest.Monke
     np.testing.assert_allclose(graphs.run(executable, x), graphs.run(tvm.compile(mod, TARGET), x))
 
 
-@pytest.mark.parametrize("control", [SoftTimeLimitExceeded(), JobCancelled("job")])
+@pytest.mark.parametrize("control", [cls("job") for cls in STOPS])
 def test_time_limits_and_cancellations_are_not_build_failures(
     monkeypatch: pytest.MonkeyPatch, control: BaseException
 ) -> None:
