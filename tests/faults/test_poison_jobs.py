@@ -67,7 +67,9 @@ def _big_output_model() -> bytes:
 
 def test_a_job_past_the_memory_cap_fails_with_its_code_and_the_next_one_runs(fault_stack) -> None:
     stack = fault_stack(workers=1, job_memory_limit=GIB, job_lease=30.0)
-    big = _submit(stack.api, _big_output_model(), qconfig='{"bench_runs": 2}')
+    big = _submit(
+        stack.api, _big_output_model(), qconfig='{"calibrate_mode": "global_scale", "bench_runs": 2}'
+    )
     job = wait_job(stack.api, big, finished, "the big job ends", POOL_START)
     assert job["state"] == "failed" and job["error"]["code"] == "E_OUT_OF_MEMORY", (job, stack.worker_logs())
     assert str(GIB) in job["error"]["message"]

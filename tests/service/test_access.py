@@ -16,6 +16,8 @@ from worker.runtime.settings import Settings
 
 pytestmark = pytest.mark.redis
 
+GLOBAL_SCALE = json.dumps({"calibrate_mode": "global_scale"})
+
 MIB = 1024 * 1024
 HUGE = 300 * MIB
 
@@ -86,7 +88,9 @@ def test_each_token_sees_only_its_own_jobs(make_settings) -> None:
     settings = make_settings(api_tokens="alice:token-a,bob:token-b")
     alice, bob = ({"Authorization": f"Bearer {t}"} for t in ("token-a", "token-b"))
     with TestClient(create_app(settings)) as client:
-        job_id = client.post("/quantize", headers=alice, **submission(conv_model_bytes())).json()["job_id"]
+        job_id = client.post(
+            "/quantize", headers=alice, **submission(conv_model_bytes(), qconfig=GLOBAL_SCALE)
+        ).json()["job_id"]
         assert client.get(f"/jobs/{job_id}", headers=alice).status_code == 200
         for method in ("GET", "DELETE"):
             foreign = client.request(method, f"/jobs/{job_id}", headers=bob)

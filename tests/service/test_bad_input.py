@@ -16,6 +16,8 @@ from svc_helpers import conv_model_bytes, npz_bytes, submission
 
 pytestmark = pytest.mark.redis
 
+GLOBAL_SCALE = json.dumps({"calibrate_mode": "global_scale"})
+
 MAX_MODE = json.dumps({"calibrate_mode": "max"})
 
 
@@ -74,7 +76,9 @@ def _model_with_input(shape: tuple[int, ...]) -> bytes:
 
 
 def test_a_declared_input_of_a_billion_elements_is_422(client: TestClient) -> None:
-    response = client.post("/quantize", **submission(_model_with_input((1, 1000, 1000, 1000))))
+    response = client.post(
+        "/quantize", **submission(_model_with_input((1, 1000, 1000, 1000)), qconfig=GLOBAL_SCALE)
+    )
     assert response.status_code == 422, response.text
     body = response.json()
     assert body["code"] == "E_MODEL_INVALID" and body["detail"]["input"] == "x", body
