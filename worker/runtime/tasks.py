@@ -49,6 +49,12 @@ MEMORY_RLIMIT = resource.RLIMIT_DATA
 
 
 @cache
+def _main_process_store(app: Celery) -> JobStore:
+    """The worker's main process runs Celery's event loop: its writes must not wait on Redis long."""
+    return JobStore.from_settings(app.tvmq_settings, retry_for=2.0)
+
+
+@cache
 def _stores(app: Celery) -> tuple[JobStore, BlobStore]:
     settings = app.tvmq_settings
     # A run rides out a Redis restart of about a lease; past that it is abandoned and recovered.
@@ -173,7 +179,7 @@ class JobRequest(Request):
             "killed; try a smaller model or less calibration data"
         )
         try:
-            _stores(self.task.app)[0].fail_dispatch(job_id, dispatch, TIMEOUT_CODE, message)
+            _main_process_store(self.task.app).fail_dispatch(job_id, dispatch, TIMEOUT_CODE, message)
         except RedisError:
             log.exception("job %s: could not record the hard time limit; recovery will", job_id)
 
@@ -182,7 +188,7 @@ class JobRequest(Request):
         if isinstance(exc, WorkerLostError):
             job_id, _ = self._job()
             try:
-                _stores(self.task.app)[0].note_loss(job_id, str(exc).split(" Job:")[0].strip())
+                _main_process_store(self.task.app).note_loss(job_id, str(exc).split(" Job:")[0].strip())
             except RedisError:
                 log.exception("job %s: could not record the loss of its worker", job_id)
         super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
