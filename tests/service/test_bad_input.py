@@ -12,7 +12,7 @@ import onnx
 import pytest
 from fastapi.testclient import TestClient
 from onnx import TensorProto, helper, numpy_helper
-from svc_helpers import conv_model_bytes, npz_bytes, submission
+from svc_helpers import conv_model_bytes, custom_op_model_bytes, npz_bytes, submission
 
 pytestmark = pytest.mark.redis
 
@@ -106,3 +106,50 @@ def test_a_sequence_typed_input_is_422_naming_it(client: TestClient) -> None:
     response = client.post("/quantize", **submission(_sequence_input_model(), calibration, MAX_MODE))
     assert response.status_code == 422, response.text
     assert response.json()["detail"]["input"] == "s"
+
+
+def test_holdout_samples_leaving_no_calibration_is_422(client: TestClient) -> None:
+    qconfig = json.dumps({"calibrate_mode": "max", "holdout_samples": 8})
+    calibration = npz_bytes(x=np.zeros((8, 3, 16, 16), np.float32))
+    response = client.post("/quantize", **submission(conv_model_bytes(), calibration, qconfig))
+    assert response.status_code == 422 and response.json()["detail"]["field"] == "holdout_samples"
+
+
+def _loop_model() -> bytes:
+    """x -> Loop (2 trips of an Identity body) -> y: valid ONNX that TVM's importer cannot convert."""
+    value = (TensorProto.FLOAT, (1, 3))
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["c_in"], ["c_out"]),
+            helper.make_node("Identity", ["v_in"], ["v_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, ()),
+            helper.make_tensor_value_info("c_in", TensorProto.BOOL, ()),
+            helper.make_tensor_value_info("v_in", *value),
+        ],
+        [
+            helper.make_tensor_value_info("c_out", TensorProto.BOOL, ()),
+            helper.make_tensor_value_info("v_out", *value),
+        ],
+    )
+    trips = numpy_helper.from_array(np.array(2, np.int64), "trips")
+    cond = numpy_helper.from_array(np.array(True), "cond")
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["trips", "cond", "x"], ["y"], body=body)],
+        "loop",
+        [helper.make_tensor_value_info("x", *value)],
+        [helper.make_tensor_value_info("y", *value)],
+        initializer=[trips, cond],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+@pytest.mark.parametrize("model", [_loop_model(), custom_op_model_bytes()], ids=["Loop", "unknown-domain"])
+def test_an_op_no_importer_or_converter_handles_is_422_before_queueing(
+    client: TestClient, model: bytes
+) -> None:
+    response = client.post("/quantize", **submission(model, qconfig=GLOBAL_SCALE))
+    assert response.status_code == 422 and response.json()["code"] == "E_UNSUPPORTED_OP", response.text
+    assert client.get("/jobs").json()["total"] == 0

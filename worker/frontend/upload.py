@@ -69,4 +69,5 @@ def open_upload(
     calibration = None
     if calibration_path is not None:
         calibration = CalibrationSet.open(NpzArchive(Path(calibration_path)), inputs, max_unpacked_bytes)
+        calibration.split_holdout(qconfig.holdout_samples)  # headers only: refuses holdout >= N now
     return Upload(model, inputs, calibration)
