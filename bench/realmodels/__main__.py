@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> None:
         write(run, args, started, final=name == args.models[-1])
     print(report.table(run["results"], [n for n, _ in args.qconfig_list]))
     print(f"\nwrote {args.out} and {args.json} ({run['seconds'] / 60:.1f} min)", file=sys.stderr)
+    broken = [r["model"] for r in run["results"] if "error" in r and not r.get("engines")]
+    if broken:  # an engine's failure is a figure; a model process that never got to one is the harness's
+        sys.exit(f"no engine ran for {', '.join(broken)}: see the log above")
 
 
 def write(run: dict[str, Any], args: argparse.Namespace, started: float, final: bool) -> None:

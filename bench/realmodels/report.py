@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bench.realmodels.runner import LATENCY_ROUNDS, LATENCY_RUNS
+
 ORT_INT8 = (("ort_int8_per_tensor", "ORT int8 per-tensor"), ("ort_int8_per_channel", "ORT int8 per-channel"))
 HEADER = (
     "model",
@@ -43,7 +45,11 @@ def _metric(entry: dict[str, Any] | None) -> str:
 
 
 def _ms(entry: dict[str, Any] | None) -> str:
-    return f"{entry['latency_ms']:.2f}" if entry and "latency_ms" in entry else "—"
+    """Wall ms, with the CPU ms in brackets where the run recorded them."""
+    if not entry or "latency_ms" not in entry:
+        return "—"
+    cpu = f" ({entry['cpu_ms']:.2f})" if "cpu_ms" in entry else ""
+    return f"{entry['latency_ms']:.2f}{cpu}"
 
 
 def _ort_int8(entry: dict[str, Any] | None) -> str:
@@ -117,9 +123,11 @@ def markdown(run: dict[str, Any]) -> str:
             "(column `load`: 1-minute load when the model's latencies were taken). "
             f"Versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}, Python {m['python']}.",
             "",
-            f"Latencies: median ms at {run['threads']} thread(s), every engine of a model timed in one "
-            "process on the same feed. Task metrics compare each engine's decoded output with ONNX "
-            f"Runtime fp32 on {run['samples']} evaluation inputs per model (calibration: as many, disjoint); "
+            f"Latencies: ms at {run['threads']} thread(s), wall (process CPU time in brackets): every "
+            "engine of a model in one process on the same feed, after all are built, taking turns "
+            f"({LATENCY_ROUNDS} rounds of {LATENCY_RUNS} calls, median of the rounds' medians). "
+            "Task metrics compare each engine's decoded output with ONNX Runtime fp32 on "
+            f"{run['samples']} evaluation inputs per model (calibration: as many, disjoint); "
             "cosine is taken over the raw outputs of all of them. `ops kept float` and `build s` come from "
             "`tvmq quantize` (report.json: ops of its float fallback group; wall time of the whole command, "
             "with its float baseline build and its own verification).",

@@ -3,7 +3,9 @@
 The parent starts one of these per model (so a crash loses one model's remaining figures, not the
 run) and reads RESULT.json, which is rewritten after every engine; `current` names the engine in
 flight, so a crash or a timeout can be blamed on it. Every latency of a model is taken here, in the
-same process, with the same thread count (TVM_NUM_THREADS is set by the parent before TVM starts).
+same process, with the same thread count (TVM_NUM_THREADS is set by the parent before TVM starts),
+after every engine is built: the engines then take turns on the same feed (bench.timing), so load
+on a shared machine hits them alike and their ratios stay comparable.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from bench.realmodels.corpus import CaseResult, CorpusModel, Runner
 from bench.realmodels.engines import Outcome
 from bench.realmodels.feeds import Feed, write_calibration
 from bench.realmodels.registry import MODELS
-from bench.run import median_ms
+from bench.timing import interleaved_ms
 
-LATENCY_BUDGET_S, LATENCY_MAX_RUNS = 2.0, 50
+LATENCY_ROUNDS, LATENCY_RUNS = 3, 5
 
 
 def onnx_inputs(path: Path) -> list[str]:
@@ -45,6 +47,7 @@ class ModelRun:
         self.cases: list[Any] = []
         self.reference: list[CaseResult] = []
         self.timing_feed: Feed = {}
+        self.runners: dict[str, Runner] = {}
 
     def save(self) -> None:
         path = self.work / "RESULT.json"
@@ -66,12 +69,23 @@ class ModelRun:
             "text": score.text,
             "extra": score.extra,
             "cosine": metrics.cosine([r.raw for r in self.reference], [g.raw for g in got]),
-            "latency_ms": self.latency(run),
-            "load_average": machine.load_average(),
         }
 
-    def latency(self, run: Runner) -> float:
-        return round(median_ms(lambda: run(self.timing_feed), LATENCY_BUDGET_S, LATENCY_MAX_RUNS), 3)
+    def time_engines(self) -> None:
+        """Latency of every engine that runs, taking turns (wall and CPU ms, median of rounds)."""
+        self.start("latency")
+        feed = self.timing_feed
+        wall, cpu = interleaved_ms(
+            {name: (lambda run=run: run(feed)) for name, run in self.runners.items()},
+            LATENCY_ROUNDS,
+            LATENCY_RUNS,
+        )
+        load = machine.load_average()
+        for name in self.runners:
+            self.result["engines"][name].update(
+                latency_ms=round(wall[name], 3), cpu_ms=round(cpu[name], 3), load_average=load
+            )
+        self.save()
 
     def engine(
         self, name: str, make: Callable[[], tuple[Outcome, Runner | None]], model: CorpusModel
@@ -86,6 +100,7 @@ class ModelRun:
             if outcome.ok and run is not None:
                 self.start(f"{name}: evaluation")
                 entry.update(self.evaluate(model, run))
+                self.runners[name] = run
         except Exception as exc:  # an engine's failure is its result; the other engines still run
             where = "evaluation: " if entry else ""
             entry.update(
@@ -119,11 +134,8 @@ class ModelRun:
         }
         self.start("ort_fp32")
         self.reference = [model.run_case(fp32, case) for case in self.cases]
-        self.result["engines"]["ort_fp32"] = {
-            "code": "ok",
-            "latency_ms": self.latency(fp32),
-            "load_average": machine.load_average(),
-        }
+        self.result["engines"]["ort_fp32"] = {"code": "ok"}
+        self.runners["ort_fp32"] = fp32
         self.save()
         input_names = onnx_inputs(onnx_path)
         ort_int8 = (
@@ -145,6 +157,7 @@ class ModelRun:
                 return outcome, engines.tvm_runner(out / "model.so", input_names) if outcome.ok else None
 
             self.engine(f"tvmq:{qname}", make_tvmq, model)
+        self.time_engines()
         self.result["current"] = None
         self.save()
 
