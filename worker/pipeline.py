@@ -320,7 +320,9 @@ def _verify(
         "weight": qconfig.nbit_weight,
     }
     return {
-        "integrality": verify.integrality(realized.mod, realizer.float_reasons),
+        "integrality": verify.integrality(
+            realized.mod, realizer.float_reasons, verify.table_ops(prepared.graph, realizer)
+        ),
         "accuracy": accuracy,
         "performance": performance,
         "calibration": verify.calibration_section(

@@ -28,7 +28,11 @@ NATIVE_TARGET = "native"
 #: a qconfig without loading the registry. tests/quantize/test_units.py fails when they differ.
 QUANTIZABLE_OPS: tuple[str, ...] = (
     "add",
+    "clip",
     "concat",
+    "divide",
+    "erf",
+    "exp",
     "expand_dims",
     "flatten",
     "image.resize2d",
@@ -41,9 +45,17 @@ QUANTIZABLE_OPS: tuple[str, ...] = (
     "nn.avg_pool2d",
     "nn.conv2d",
     "nn.conv2d_transpose",
+    "nn.gelu",
+    "nn.gelu_tanh",
+    "nn.layer_norm",
     "nn.leakyrelu",
     "nn.max_pool2d",
+    "nn.prelu",
     "nn.relu",
+    "nn.selu",
+    "nn.silu",
+    "nn.softmax",
+    "nn.softplus",
     "permute_dims",
     "reshape",
     "sigmoid",
@@ -52,6 +64,7 @@ QUANTIZABLE_OPS: tuple[str, ...] = (
     "strided_slice",
     "subtract",
     "tanh",
+    "tvmq.elementwise",
 )
 #: What the validators accept: QUANTIZABLE_OPS, plus each op the registry registers in this process.
 _ACCEPTED_OPS: set[str] = set(QUANTIZABLE_OPS)
@@ -111,6 +124,11 @@ class QConfig(BaseModel):
         None, description="if set, only these op names are quantized (Relay's debug_enabled_ops)"
     )
     do_simulation: bool = Field(False, description="build the fake-quantized float module instead")
+    lut_activations: bool = Field(
+        True,
+        description="element-wise functions of int8 tensors (sigmoid, GELU, hard-swish, SiLU, ...) as "
+        "256-entry lookup tables; false keeps them float",
+    )
     round_for_shift: bool = Field(True, description="round (not truncate) in power-of-two right shifts")
     rounding: Literal["UPWARD", "TONEAREST"] = "UPWARD"
     calibrate_chunk_by: int = Field(

@@ -15,7 +15,7 @@ from tvm import relax
 
 from worker.errors import NotFullyIntegralError
 from worker.quantize.classify import OpInfo, classify, lowered_ops
-from worker.quantize.graph import dtypes_of, is_tensor, with_functions_of
+from worker.quantize.graph import dtypes_of, is_tensor, substitute, with_functions_of
 
 
 def _bindings(func: relax.Function) -> list[relax.VarBinding]:
@@ -40,18 +40,6 @@ def relax_groups(func: relax.Function) -> dict[str, str]:
             )
         )
     return {op.var: op.group for op in classify(ops)}
-
-
-def _substitute(expr: relax.Expr, mapping: dict[relax.Var, relax.Expr]) -> relax.Expr:
-    if isinstance(expr, relax.Var):
-        return mapping.get(expr, expr)
-    if isinstance(expr, relax.Call):
-        return relax.Call(expr.op, [_substitute(a, mapping) for a in expr.args], expr.attrs, expr.ty_args)
-    if isinstance(expr, relax.Tuple):
-        return relax.Tuple([_substitute(f, mapping) for f in expr.fields])
-    if isinstance(expr, relax.TupleGetItem):
-        return relax.TupleGetItem(_substitute(expr.tuple_value, mapping), expr.index)
-    return expr
 
 
 def split_conversions(mod: tvm.IRModule) -> tvm.IRModule:
@@ -89,9 +77,9 @@ def split_conversions(mod: tvm.IRModule) -> tvm.IRModule:
         with bb.function(names[s], params, private=False):
             with bb.dataflow():
                 for b in binds:
-                    mapping[b.var] = bb.emit(_substitute(b.value, mapping), name_hint=b.var.name)
+                    mapping[b.var] = bb.emit(substitute(b.value, mapping), name_hint=b.var.name)
                 result = (
-                    _substitute(output, mapping) if s == 2 else relax.Tuple([mapping[v] for v in exports[s]])
+                    substitute(output, mapping) if s == 2 else relax.Tuple([mapping[v] for v in exports[s]])
                 )
                 gv = bb.emit_output(result)
             gvars.append(bb.emit_func_output(gv))

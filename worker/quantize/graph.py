@@ -132,3 +132,16 @@ def labels(graph: Graph) -> dict[relax.Expr, str]:
         else:
             out[node.var] = node.name
     return out
+
+
+def substitute(expr: relax.Expr, mapping: dict[relax.Var, relax.Expr]) -> relax.Expr:
+    """`expr` with the vars of `mapping` replaced (calls, tuples and tuple items are rebuilt)."""
+    if isinstance(expr, relax.Var):
+        return mapping.get(expr, expr)
+    if isinstance(expr, relax.Call):
+        return relax.Call(expr.op, [substitute(a, mapping) for a in expr.args], expr.attrs, expr.ty_args)
+    if isinstance(expr, relax.Tuple):
+        return relax.Tuple([substitute(f, mapping) for f in expr.fields])
+    if isinstance(expr, relax.TupleGetItem):
+        return relax.TupleGetItem(substitute(expr.tuple_value, mapping), expr.index)
+    return expr

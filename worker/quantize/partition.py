@@ -83,6 +83,8 @@ def partition(graph: Graph, qconfig: QConfig) -> Partition:
             result.reasons[node] = norms[node]
         elif (dtype := _integer_tensor(graph, node)) is not None:
             result.reasons[node] = f"integer tensors ({dtype}: exact already, never quantized)"
+        elif rule.lut is not None and not qconfig.lut_activations:
+            result.reasons[node] = "excluded by qconfig (lut_activations: false)"
         elif layer is not None and skipped_layer(layer, result.layer_index[node], qconfig):
             result.reasons[node] = "skipped layer"
         elif (why := rule.accepts(node)) is not None:

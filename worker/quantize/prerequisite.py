@@ -15,6 +15,7 @@ from tvm import relax
 from tvm.relax import dpl
 from tvm.relax import op as R
 
+from worker.quantize.activations import collapse_activations
 from worker.quantize.graph import const_value
 
 _TE_BINARY = {"maximum": R.maximum, "minimum": R.minimum}
@@ -82,6 +83,7 @@ def prerequisite_optimize(mod: tvm.IRModule) -> tvm.IRModule:
     mod = seq(mod)
     mod = restore_binary_ops(mod)
     mod = _fold_standalone_batch_norm(mod)
+    mod = collapse_activations(mod)
     mod = tvm.transform.Sequential(
         [
             relax.transform.FoldConstant(),

@@ -21,7 +21,7 @@ from worker.quantize.annotate import Annotation, operands
 from worker.quantize.calibration import weight_threshold
 from worker.quantize.graph import Graph, Node, const_value, tuple_fields, with_functions_of
 from worker.quantize.ops import rule_for
-from worker.quantize.ops.base import Value
+from worker.quantize.ops.base import TableInfo, Value
 from worker.quantize.qtensor import Emitter, QTensor, qmax, scale_for
 
 
@@ -54,6 +54,8 @@ class Realizer:
         self.float_reasons: dict[str, str] = {}
         #: (name, scale, method) of every quantized weight, for the calibration report
         self.weight_log: list[tuple[str, np.ndarray, str]] = []
+        #: non-linear ops realized in integers (lookup tables, integer softmax / layer norm)
+        self.tables: dict[Node, TableInfo] = {}
 
     # -- RealizeContext ---------------------------------------------------------------------------
     def value(self, expr: relax.Expr) -> Value:

@@ -316,6 +316,29 @@ def _ops(integrality: Integrality) -> str:
     )
 
 
+def _tables(integrality: Integrality) -> str:
+    if not integrality.tables:
+        return ""
+    rows = [
+        [
+            f"<code>{_e(t.name)}</code>",
+            _e(t.function),
+            _e(t.form),
+            f"{t.input_scale:.4g}",
+            f"{t.output_scale:.4g}",
+            "" if t.max_abs_error is None else f"{t.max_abs_error:.3g}",
+            "" if t.max_error_steps is None else f"{t.max_error_steps:.2f}",
+        ]
+        for t in integrality.tables
+    ]
+    headers = ["Op", "Function", "Form", "Input scale", "Output scale", "Max abs error", "In steps"]
+    return (
+        '<section id="tables"><h2>Non-linear ops in integers</h2><p class="sub">Lookup tables with '
+        "their largest error against the float function over every input level, and the integer "
+        f"forms of softmax and layer norm.</p>{_table(headers, rows, numeric=(3, 4, 5, 6))}</section>"
+    )
+
+
 def _performance(p: Performance) -> str:
     rows = [
         [
@@ -414,6 +437,7 @@ def render_report_html(report: dict[str, Any]) -> str:
             _layers(r.accuracy),
             _accuracy(r.accuracy),
             _ops(r.integrality),
+            _tables(r.integrality),
             _performance(r.performance),
             _calibration(r.calibration),
             _provenance(r.provenance),

@@ -48,6 +48,20 @@ class OpRecord(_Strict):
         return self
 
 
+class TableOp(_Strict):
+    """A non-linear op computed in integers: a lookup table or an integer algorithm (softmax, layer norm)."""
+
+    name: str = Field(description='the graph op, e.g. "tvmq.elementwise#0" or "nn.softmax#1"')
+    function: str = Field(description='what it computes: "hard_swish", "gelu", "softmax", ...')
+    form: str = Field(description='how: "lookup table", "integer softmax: ...", ...')
+    input_scale: float = Field(gt=0.0)
+    output_scale: float = Field(gt=0.0)
+    max_abs_error: float | None = Field(
+        None, ge=0.0, description="tables: largest |table - float function| over every input level"
+    )
+    max_error_steps: float | None = Field(None, ge=0.0, description="max_abs_error in output steps")
+
+
 class OpCounts(_Strict):
     integer_ops: int = Field(ge=0)
     float_ops: int = Field(ge=0)
@@ -60,12 +74,21 @@ class Integrality(_Strict):
     ops: list[OpRecord] = Field(description="every PrimFunc called from main, in call order")
     counts: OpCounts
     float_in_core: list[str] = Field(description="names of the core ops that are not integral")
+    tables: list[TableOp] = Field(
+        default_factory=list, description="non-linear ops computed in integers, with their error"
+    )
 
     @classmethod
-    def from_ops(cls, ops: list[OpRecord]) -> Integrality:
+    def from_ops(cls, ops: list[OpRecord], tables: list[TableOp] | None = None) -> Integrality:
         """The section derived from the op list alone: verdict, counts and float core ops."""
         core_float = _float_in_core(ops)
-        return cls(fully_integral=not core_float, ops=ops, counts=_counts(ops), float_in_core=core_float)
+        return cls(
+            fully_integral=not core_float,
+            ops=ops,
+            counts=_counts(ops),
+            float_in_core=core_float,
+            tables=tables or [],
+        )
 
     @model_validator(mode="after")
     def _consistent(self) -> Integrality:

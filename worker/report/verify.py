@@ -20,6 +20,7 @@ from worker.report.schema import (
     Integrality,
     LayerAccuracy,
     OpRecord,
+    TableOp,
     TensorCalibration,
 )
 
@@ -42,7 +43,32 @@ def _reason(op: OpInfo, reasons: dict[str, str]) -> str | None:
     return None if op.integral else reasons.get(op.var)
 
 
-def integrality(qmod: tvm.IRModule, reasons: dict[str, str]) -> Integrality:
+def table_ops(graph: Graph, realizer: Realizer) -> list[TableOp]:
+    """Every non-linear op the realize pass computed in integers, in graph order."""
+    names = labels(graph)
+    out = []
+    for node in graph.nodes:
+        info = realizer.tables.get(node)
+        if info is None:
+            continue
+        error = info.max_abs_error
+        out.append(
+            TableOp(
+                name=names[node.var],
+                function=info.function,
+                form=info.form,
+                input_scale=info.input_scale,
+                output_scale=info.output_scale,
+                max_abs_error=error,
+                max_error_steps=None if error is None else error / info.output_scale,
+            )
+        )
+    return out
+
+
+def integrality(
+    qmod: tvm.IRModule, reasons: dict[str, str], tables: list[TableOp] | None = None
+) -> Integrality:
     """The integrality section. Outside the core, the model's own float ops (those with a reason)
     are `float_fallback`; `prefix`/`suffix` then hold only the conversions the quantizer added.
     With do_simulation the fake-quantized ops are the core, in float: the verdict is false."""
@@ -65,7 +91,7 @@ def integrality(qmod: tvm.IRModule, reasons: dict[str, str]) -> Integrality:
                 reason=_reason(op, reasons),
             )
         )
-    return Integrality.from_ops(records)
+    return Integrality.from_ops(records, tables)
 
 
 def accuracy(

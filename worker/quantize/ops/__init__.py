@@ -25,4 +25,13 @@ def rule_for(op: str | None) -> OpRule | None:
 
 
 # Family modules register their rules on import.
-from worker.quantize.ops import activation, conv, dense, eltwise, layout, lut, pool  # noqa: E402, F401
+from worker.quantize.ops import (  # noqa: E402, F401
+    activation,
+    conv,
+    dense,
+    eltwise,
+    layout,
+    lut,
+    normalization,
+    pool,
+)

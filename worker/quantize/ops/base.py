@@ -23,11 +23,25 @@ from worker.quantize.qtensor import Emitter, QTensor
 Value = relax.Expr | QTensor | list
 
 
+@dataclass(frozen=True)
+class TableInfo:
+    """How a non-linear op was computed in integers, for the report: a lookup table (with its
+    largest error against the float function over every input level) or an integer algorithm."""
+
+    function: str
+    form: str
+    input_scale: float
+    output_scale: float
+    max_abs_error: float | None = None
+
+
 class RealizeContext(Protocol):
     """The services the realize pass offers to op rules."""
 
     em: Emitter
     qconfig: QConfig
+    #: non-linear ops realized in integers (tables, integer softmax / layer norm), for the report
+    tables: dict[Node, TableInfo]
 
     def value(self, expr: relax.Expr) -> Value: ...
 
@@ -69,10 +83,10 @@ class OpRule:
     layer: the LayerKind for the qconfig's skip_conv_layers / skip_dense_layer, else None.
     weights: operand index -> per-channel axis (None: per-tensor) of constant operands quantized
     as weights; used by realize and by the simulated (fake-quantized) module.
-    output_range: a fixed |output| bound (sigmoid: 1) so the output needs no calibration;
-    calibrate_output: the output threshold must be calibrated (LUTs without a fixed range, and
-    activations when nbit_activation < 32).
-    lut: the float function a 256-entry int8 table implements.
+    activation_output: the output is a QActivation edge when nbit_activation < 32 (requantized to
+    that width, so calibration finds its threshold).
+    lut: the float function (of the node and an input array) a 256-entry int8 table implements;
+    the qconfig's lut_activations switches these rules off.
     macs: multiply-accumulates of one call (its Relax call and output shape) for the report;
     None for ops whose cost is not counted.
     float_safety: given the calibrated |x| range of a tensor (a constant's is its max |value|), why
@@ -87,21 +101,16 @@ class OpRule:
     keep_float: Callable[[Graph, Node], str | None] = lambda graph, node: None
     layer: Callable[[Node], LayerKind | None] = lambda node: None
     weights: Callable[[Node], dict[int, int | None]] = lambda node: {}
-    calibrate_output: bool = False
     activation_output: bool = False
-    output_range: float | None = None
-    lut: Callable[[np.ndarray, Node], np.ndarray] | None = None
+    lut: Callable[[Node, np.ndarray], np.ndarray] | None = None
     macs: Callable[[relax.Call, tuple[int, ...]], int] | None = None
     float_safety: Callable[[Node, Callable[[relax.Expr], float]], str | None] | None = None
 
     def output_threshold(self, qconfig: QConfig) -> bool:
         """Whether the output is a QActivation edge that calibration must find a threshold for."""
-        needs = (
-            self.calibrate_output
-            or self.float_safety is not None  # asked with the output's calibrated range
-            or (self.activation_output and qconfig.nbit_activation < 32)
+        return self.float_safety is not None or (  # asked with the output's calibrated range
+            self.activation_output and qconfig.nbit_activation < 32
         )
-        return needs and self.output_range is None
 
 
 def fit_scale(scale: np.ndarray, ndim: int) -> np.ndarray:

@@ -26,7 +26,8 @@ _INT32_LIMIT = 2**31 - 1
 CANCELLATION_RATIO = 1 / 8
 
 
-def _constant_at(em: Emitter, value: np.ndarray, scale: np.ndarray, ndim: int) -> QTensor:
+def constant_at(em: Emitter, value: np.ndarray, scale: np.ndarray, ndim: int) -> QTensor:
+    """A constant summand (a bias) as int32 at `scale`."""
     scale = fit_scale(scale, ndim)
     q = np.round(value.astype(np.float64) / scale)
     if np.any(np.abs(q) > _INT32_LIMIT):
@@ -40,7 +41,7 @@ def _additive(op):
         ndim = len(shape_of(node.var))
         if is_const(lhs) or is_const(rhs):
             tensor = ctx.em.cast(ctx.as_quantized(rhs if is_const(lhs) else lhs), "int32")
-            const = _constant_at(ctx.em, const_value(lhs if is_const(lhs) else rhs), tensor.scale, ndim)
+            const = constant_at(ctx.em, const_value(lhs if is_const(lhs) else rhs), tensor.scale, ndim)
             operands = [const, tensor] if is_const(lhs) else [tensor, const]
         else:
             operands = ctx.em.unify([ctx.as_quantized(lhs), ctx.as_quantized(rhs)], "int32")
@@ -93,6 +94,26 @@ def _cancellation(node: Node, range_of: Callable[[relax.Expr], float]) -> str | 
     )
 
 
+def _divide_accepts(node: Node) -> str | None:
+    lhs, rhs = node.call.args[:2]
+    if is_const(lhs) or not is_const(rhs):
+        return "only division by a constant"
+    divisor = const_value(rhs)
+    if divisor.size > 1 and _constant_axis(node, 1) is None:
+        return "divisor varies along more than one axis"
+    if np.any(divisor <= 0) or not np.all(np.isfinite(divisor)):
+        return "divisor not positive and finite"
+    return None
+
+
+def _divide(ctx: RealizeContext, node: Node) -> QTensor:
+    """x / c is x at scale s / c: the integers stay, only the scale changes (exact)."""
+    q = ctx.as_quantized(node.call.args[0])
+    ndim = len(shape_of(node.var))
+    divisor = const_value(node.call.args[1]).astype(np.float64)
+    return q.with_expr(q.expr, scale=fit_scale(fit_scale(q.scale, ndim) / fit_scale(divisor, ndim), ndim))
+
+
 register(OpRule("add", "follow", _additive(R.add), activation_output=True))
 register(
     OpRule("subtract", "follow", _additive(R.subtract), activation_output=True, float_safety=_cancellation)
@@ -107,3 +128,4 @@ register(
         activation_output=True,
     )
 )
+register(OpRule("divide", "follow", _divide, accepts=_divide_accepts))

@@ -1,0 +1,151 @@
+"""Softmax and layer normalisation in integer arithmetic (I-BERT's idea: integer statistics, a table
+or an integer algorithm for the transcendental part, no float at run time).
+
+softmax: x − max(x) over the axis is an integer in [−254, 0] on the int8 grid, so exp of it is a
+255-entry int32 table (2^F fixed point); the sum runs in int32 and the division is an integer
+division rounding half up, giving probabilities on a 1/127 grid (1.0 is representable).
+
+layer_norm: from int8 levels q (N per row), N·Σq² − (Σq)² = N²·var exactly (int64), eps joins it
+at the input's scale, an integer Newton iteration takes its square root r, and (N·q − Σq) / r is
+the normalised value (2^-K fixed point, rounded). γ is quantized like a weight and β at the
+product's scale, as for a conv's bias; the int32 result keeps the per-channel scale of γ.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from tvm import relax
+from tvm.relax import op as R
+
+from worker.quantize.graph import Node, const_value, is_const, shape_of
+from worker.quantize.ops import register
+from worker.quantize.ops.base import OpRule, RealizeContext, TableInfo, channel_scale
+from worker.quantize.ops.eltwise import constant_at
+from worker.quantize.qtensor import QTensor, qmax
+
+_INT32_BITS = 31
+#: probabilities on a 1/127 grid: int8 with 1.0 exact
+_PROB_LEVELS = 127
+#: fraction bits of the normalised value (|value| <= sqrt(N))
+_NORM_BITS = 10
+
+
+def _axis(node: Node) -> int:
+    return int(node.call.attrs.axis) % len(shape_of(node.var))
+
+
+def _exp_bits(length: int) -> int:
+    """Fraction bits of the exp table such that `length` entries of at most 2^F sum in int32 and
+    e * 2 * 127 stays in int32."""
+    return min(16, _INT32_BITS - 1 - math.ceil(math.log2(max(length, 2))))
+
+
+def _softmax_accepts(node: Node) -> str | None:
+    length = shape_of(node.var)[_axis(node)]
+    if _exp_bits(length) < 8:
+        return f"softmax over {length} elements (the int32 sum needs at most 2^22)"
+    return None
+
+
+def _softmax(ctx: RealizeContext, node: Node) -> QTensor:
+    q = ctx.as_input(node.call.args[0])
+    axis = _axis(node)
+    bits = _exp_bits(shape_of(node.var)[axis])
+    steps = 2 * qmax(ctx.qconfig.nbit_input) + 1
+    table = np.round(np.exp(-np.arange(steps) * float(q.scale)) * 2.0**bits)
+    x = R.astype(q.expr, "int32")
+    below = ctx.em.emit(R.subtract(R.max(x, axis=[axis], keepdims=True), x))  # 0 .. steps-1
+    e = ctx.em.emit(R.take(ctx.em.const(table, "int32"), below, axis=0))
+    total = ctx.em.emit(R.sum(e, axis=[axis], keepdims=True))
+    numerator = R.add(R.multiply(e, ctx.em.const(2 * _PROB_LEVELS, "int32")), total)
+    p = R.floor_divide(numerator, R.multiply(total, ctx.em.const(2, "int32")))
+    out = ctx.em.emit(R.astype(R.clip(p, 0, _PROB_LEVELS), "int8"))
+    ctx.tables[node] = TableInfo(
+        function="softmax",
+        form=f"integer softmax: exp table ({steps} x int32, 2^-{bits}), int32 sum, integer division",
+        input_scale=float(q.scale),
+        output_scale=1.0 / _PROB_LEVELS,
+    )
+    return QTensor(out, "int8", np.asarray(1.0 / _PROB_LEVELS))
+
+
+def _norm_axes(node: Node) -> list[int]:
+    ndim = len(shape_of(node.var))
+    return sorted(int(a) % ndim for a in node.call.attrs.axes)
+
+
+def _layer_norm_accepts(node: Node) -> str | None:
+    ndim = len(shape_of(node.var))
+    axes = _norm_axes(node)
+    if axes != list(range(ndim - len(axes), ndim)):
+        return f"normalised axes {axes} are not the trailing ones"
+    if not all(is_const(a) for a in node.call.args[1:3]):
+        return "gamma / beta are not constants"
+    if np.prod([shape_of(node.var)[a] for a in axes]) > 2**16:
+        return "more than 65536 normalised elements (int32 sums of squares)"
+    return None
+
+
+def _isqrt(ctx: RealizeContext, n: relax.Expr, bound: float) -> relax.Expr:
+    """floor(sqrt(n)) for int64 1 <= n <= bound: Newton's iteration from a power of two above the
+    root, kept monotone (x = min(x, (x + n // x) / 2)), for as many steps as the worst case needs."""
+    start = 2 ** math.ceil(math.log2(math.sqrt(bound) + 1))
+    x = ctx.em.emit(R.full_like(n, ctx.em.const(start, "int64")))
+    one = ctx.em.const(1, "int64")
+    for _ in range(math.ceil(math.log2(start)) + 6):
+        step = R.right_shift(R.add(x, R.floor_divide(n, x)), one)
+        x = ctx.em.emit(R.minimum(x, step))
+    return x
+
+
+def _layer_norm(ctx: RealizeContext, node: Node) -> QTensor:
+    x, gamma, beta = node.call.args[:3]
+    attrs = node.call.attrs
+    q = ctx.as_input(x)
+    shape = shape_of(node.var)
+    ndim, axes = len(shape), _norm_axes(node)
+    count = int(np.prod([shape[a] for a in axes]))
+    s = float(q.scale)
+    em = ctx.em
+    xi = em.emit(R.astype(q.expr, "int32"))
+    total = em.emit(R.sum(xi, axis=axes, keepdims=True))
+    squares = em.emit(R.astype(R.sum(R.multiply(xi, xi), axis=axes, keepdims=True), "int64"))
+    eps = round(count * count * float(attrs.epsilon) / (s * s))
+    wide = R.astype(total, "int64")
+    spread = R.subtract(R.multiply(squares, em.const(count, "int64")), R.multiply(wide, wide))
+    spread = em.emit(R.maximum(R.add(spread, em.const(eps, "int64")), em.const(1, "int64")))
+    root = _isqrt(ctx, spread, (count * qmax(8)) ** 2 + eps)
+    centred = R.astype(R.subtract(R.multiply(xi, em.const(count, "int32")), total), "int64")
+    doubled = R.add(R.left_shift(centred, em.const(_NORM_BITS + 1, "int64")), root)
+    norm = em.emit(R.astype(R.floor_divide(doubled, R.left_shift(root, em.const(1, "int64"))), "int32"))
+    out = QTensor(norm, "int32", np.asarray(2.0**-_NORM_BITS))
+    if bool(attrs.scale):
+        g = ctx.as_weight(gamma, axis=0 if len(axes) == 1 else None)
+        scale = channel_scale(g.scale, ndim, ndim - 1) * 2.0**-_NORM_BITS
+        out = QTensor(em.emit(R.multiply(norm, R.astype(g.expr, "int32"))), "int32", scale)
+    if bool(attrs.center):
+        b = constant_at(em, const_value(beta), out.scale, ndim)
+        out = out.with_expr(em.emit(R.add(out.expr, b.expr)))
+    ctx.tables[node] = TableInfo(
+        function="layer_norm",
+        form="integer layer norm: int32/int64 sums, integer square root (Newton), integer division",
+        input_scale=s,
+        output_scale=float(np.max(out.scale)),
+    )
+    return out
+
+
+register(OpRule("nn.softmax", "follow", _softmax, accepts=_softmax_accepts))
+register(
+    OpRule(
+        "nn.layer_norm",
+        "follow",
+        _layer_norm,
+        accepts=_layer_norm_accepts,
+        weights=lambda node: (
+            {1: 0 if len(node.call.attrs.axes) == 1 else None} if bool(node.call.attrs.scale) else {}
+        ),
+    )
+)
