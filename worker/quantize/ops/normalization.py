@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from tvm import relax
+from tvm import relax, tirx
 from tvm.relax import op as R
+from tvm.script import tirx as T
 
 from worker.quantize.graph import Node, const_value, is_const, shape_of
 from worker.quantize.ops import register
@@ -88,16 +89,38 @@ def _layer_norm_accepts(node: Node) -> str | None:
     return None
 
 
+def _isqrt_func(start: int, iterations: int) -> tirx.PrimFunc:
+    """floor(sqrt(n)) of every int64 1 <= n, by Newton's iteration from `start` (a power of two at or
+    above the largest root), kept monotone: x = min(x, (x + n // x) / 2). A loop in one TIR block:
+    as Relax ops, each step reads x three times, and inlining the fused chain grows as 3^steps."""
+
+    @T.prim_func(private=True, s_tir=True)
+    def isqrt(a: T.handle, b: T.handle) -> None:
+        T.func_attr({"tirx.noalias": True})
+        length = T.int64()
+        n = T.match_buffer(a, (length,), "int64")
+        x = T.match_buffer(b, (length,), "int64")
+        for i in range(length):
+            with T.sblock("isqrt"):
+                vi = T.axis.spatial(length, i)
+                T.reads(n[vi])
+                T.writes(x[vi])
+                x[vi] = T.int64(start)
+                for _ in range(iterations):
+                    x[vi] = T.min(x[vi], (x[vi] + T.floordiv(n[vi], x[vi])) >> T.int64(1))
+
+    return isqrt
+
+
 def _isqrt(ctx: RealizeContext, n: relax.Expr, bound: float) -> relax.Expr:
-    """floor(sqrt(n)) for int64 1 <= n <= bound: Newton's iteration from a power of two above the
-    root, kept monotone (x = min(x, (x + n // x) / 2)), for as many steps as the worst case needs."""
+    """floor(sqrt(n)) for int64 1 <= n <= bound."""
     start = 2 ** math.ceil(math.log2(math.sqrt(bound) + 1))
-    x = ctx.em.emit(R.full_like(n, ctx.em.const(start, "int64")))
-    one = ctx.em.const(1, "int64")
-    for _ in range(math.ceil(math.log2(start)) + 6):
-        step = R.right_shift(R.add(x, R.floor_divide(n, x)), one)
-        x = ctx.em.emit(R.minimum(x, step))
-    return x
+    func = ctx.em.bb.add_func(_isqrt_func(start, math.ceil(math.log2(start)) + 6), "tvmq_isqrt")
+    shape = shape_of(n)
+    size = int(np.prod(shape))
+    flat = ctx.em.emit(R.reshape(n, (size,)))
+    root = ctx.em.emit(relax.call_tir(func, [flat], relax.TensorType((size,), "int64")))
+    return ctx.em.emit(R.reshape(root, shape))
 
 
 def _layer_norm(ctx: RealizeContext, node: Node) -> QTensor:
