@@ -6,8 +6,8 @@ softmax: x − max(x) over the axis is an integer in [−254, 0] on the int8 gri
 division rounding half up, giving probabilities on a 1/127 grid (1.0 is representable).
 
 layer_norm: from int8 levels q (N per row), N·Σq² − (Σq)² = N²·var exactly (int64), eps joins it
-at the input's scale, an integer Newton iteration takes its square root r, and (N·q − Σq) / r is
-the normalised value (2^-K fixed point, rounded). γ is quantized like a weight and β at the
+at the input's scale, an integer Newton iteration takes the square root r of it times 4^m, and
+2^m·(N·q − Σq) / r is the normalised value (2^-K fixed point, rounded). γ is quantized like a weight and β at the
 product's scale, as for a conv's bias; the int32 result keeps the per-channel scale of γ.
 """
 
@@ -27,6 +27,8 @@ from worker.quantize.ops.eltwise import constant_at
 from worker.quantize.qtensor import QTensor, qmax
 
 _INT32_BITS = 31
+#: headroom of the spread's square root: spread * 4^m below 2^62
+_INT64_BITS = 62
 #: probabilities on a 1/127 grid: int8 with 1.0 exact
 _PROB_LEVELS = 127
 #: fraction bits of the normalised value (|value| <= sqrt(N))
@@ -138,10 +140,15 @@ def _layer_norm(ctx: RealizeContext, node: Node) -> QTensor:
     eps = round(count * count * float(attrs.epsilon) / (s * s))
     wide = R.astype(total, "int64")
     spread = R.subtract(R.multiply(squares, em.const(count, "int64")), R.multiply(wide, wide))
-    spread = em.emit(R.maximum(R.add(spread, em.const(eps, "int64")), em.const(1, "int64")))
-    root = _isqrt(ctx, spread, (count * qmax(8)) ** 2 + eps)
+    spread = R.maximum(R.add(spread, em.const(eps, "int64")), em.const(1, "int64"))
+    # the root of a small spread (a row of nearly equal values) has few digits: scale the spread
+    # by 4^m first, as far as int64 allows, and take 2^m * sqrt
+    bound = (count * qmax(8)) ** 2 + eps
+    m = max(0, min(16, (_INT64_BITS - math.ceil(math.log2(bound + 1))) // 2))
+    spread = em.emit(R.left_shift(spread, em.const(2 * m, "int64")))
+    root = _isqrt(ctx, spread, bound * 4**m)
     centred = R.astype(R.subtract(R.multiply(xi, em.const(count, "int32")), total), "int64")
-    doubled = R.add(R.left_shift(centred, em.const(_NORM_BITS + 1, "int64")), root)
+    doubled = R.add(R.left_shift(centred, em.const(_NORM_BITS + m + 1, "int64")), root)
     norm = em.emit(R.astype(R.floor_divide(doubled, R.left_shift(root, em.const(1, "int64"))), "int32"))
     out = QTensor(norm, "int32", np.asarray(2.0**-_NORM_BITS))
     if bool(attrs.scale):
@@ -164,7 +171,7 @@ register(OpRule("nn.softmax", "follow", _softmax, accepts=_softmax_accepts))
 register(
     OpRule(
         "nn.layer_norm",
-        "follow",
+        "compute",  # a pre-norm transformer starts with one on its (float) input
         _layer_norm,
         accepts=_layer_norm_accepts,
         weights=lambda node: (
