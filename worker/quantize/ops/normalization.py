@@ -7,8 +7,9 @@ division rounding half up, giving probabilities on a 1/127 grid (1.0 is represen
 
 layer_norm: from int8 levels q (N per row), N·Σq² − (Σq)² = N²·var exactly (int64), eps joins it
 at the input's scale, an integer Newton iteration takes the square root r of it times 4^m, and
-2^m·(N·q − Σq) / r is the normalised value (2^-K fixed point, rounded). γ is quantized like a weight and β at the
-product's scale, as for a conv's bias; the int32 result keeps the per-channel scale of γ.
+2^m·(N·q − Σq) / r is the normalised value (2^-K fixed point, rounded). γ is quantized like a
+weight and β at the product's scale, as for a conv's bias; the int32 result keeps the per-channel
+scale of γ.
 """
 
 from __future__ import annotations
