@@ -22,7 +22,7 @@ import tvm
 from tvm import relax
 
 from worker.quantize.graph import Graph, Node, build_graph, const_value, is_const, shape_of, substitute
-from worker.quantize.ops.elementwise import NUMPY, Chain, elementwise
+from worker.quantize.ops.elementwise import NUMPY, SQRT_2_OVER_PI, Chain, elementwise, erf, sigmoid
 
 #: ops integer arithmetic computes exactly when their other operand is a constant
 _EXACT = {
@@ -40,26 +40,15 @@ _EXACT = {
 #: PReLU's slope: a per-channel table, at most this many channels
 MAX_TABLE_CHANNELS = 1024
 
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-
-
-def _sig(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def _erf(x: np.ndarray) -> np.ndarray:
-    return np.vectorize(math.erf, otypes=[np.float64])(x)
-
-
 #: what a chain is called in reports when it computes one of these (checked on [-8, 8])
 KNOWN_FUNCTIONS = {
     "hard_sigmoid": lambda x: np.clip(x / 6.0 + 0.5, 0.0, 1.0),
     "hard_sigmoid(slope=0.2)": lambda x: np.clip(0.2 * x + 0.5, 0.0, 1.0),
     "hard_swish": lambda x: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0,
-    "silu": lambda x: x * _sig(x),
-    "quick_gelu": lambda x: x * _sig(1.702 * x),
-    "gelu": lambda x: 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0))),
-    "gelu_tanh": lambda x: 0.5 * x * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x**3))),
+    "silu": lambda x: x * sigmoid(x),
+    "quick_gelu": lambda x: x * sigmoid(1.702 * x),
+    "gelu": lambda x: 0.5 * x * (1.0 + erf(x / math.sqrt(2.0))),
+    "gelu_tanh": lambda x: 0.5 * x * (1.0 + np.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x**3))),
     "mish": lambda x: x * np.tanh(np.logaddexp(0.0, x)),
     "softplus": lambda x: np.logaddexp(0.0, x),
     "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),

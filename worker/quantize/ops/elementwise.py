@@ -24,8 +24,8 @@ from worker.quantize.graph import const_value, is_const, substitute
 #: numpy meaning of one element-wise call, given its evaluated operands
 Fn = Callable[[relax.Call, list[np.ndarray]], np.ndarray]
 
-_erf = np.vectorize(math.erf, otypes=[np.float64])
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+erf = np.vectorize(math.erf, otypes=[np.float64])
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
 def scalar_operand(arg: relax.Expr) -> float:
@@ -33,7 +33,7 @@ def scalar_operand(arg: relax.Expr) -> float:
     return float(const_value(arg)) if is_const(arg) else float(arg.value)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
@@ -71,16 +71,16 @@ NUMPY: dict[str, Fn] = {
     "nn.relu6": lambda call, a: np.clip(a[0], 0.0, 6.0),
     "nn.leakyrelu": lambda call, a: np.where(a[0] > 0, a[0], float(call.attrs.alpha) * a[0]),
     "nn.prelu": _prelu,
-    "sigmoid": lambda call, a: _sigmoid(a[0]),
+    "sigmoid": lambda call, a: sigmoid(a[0]),
     "tanh": lambda call, a: np.tanh(a[0]),
     "exp": lambda call, a: np.exp(a[0]),
     "log": lambda call, a: np.log(a[0]),
-    "erf": lambda call, a: _erf(a[0]),
-    "nn.gelu": lambda call, a: 0.5 * a[0] * (1.0 + _erf(a[0] / math.sqrt(2.0))),
+    "erf": lambda call, a: erf(a[0]),
+    "nn.gelu": lambda call, a: 0.5 * a[0] * (1.0 + erf(a[0] / math.sqrt(2.0))),
     "nn.gelu_tanh": lambda call, a: (
-        0.5 * a[0] * (1.0 + np.tanh(_SQRT_2_OVER_PI * (a[0] + 0.044715 * a[0] ** 3)))
+        0.5 * a[0] * (1.0 + np.tanh(SQRT_2_OVER_PI * (a[0] + 0.044715 * a[0] ** 3)))
     ),
-    "nn.silu": lambda call, a: a[0] * _sigmoid(a[0]),
+    "nn.silu": lambda call, a: a[0] * sigmoid(a[0]),
     "nn.softplus": _softplus,
     "nn.selu": lambda call, a: _selu(a[0]),
 }
