@@ -235,7 +235,8 @@ def test_compiled_tables_return_the_table_for_every_input_level() -> None:
     graph = _graph(helper.make_model(proto, opset_imports=[helper.make_opsetid("", 18)]))
     tables = [n for n in graph.nodes if n.op is not None]
     assert len(tables) == len(names)
-    thresholds = {p: THRESHOLD for p in graph.params}
+    # outputs calibrated beyond any value: each table takes its own range
+    thresholds = {p: THRESHOLD for p in graph.params} | {n.var: 1e9 for n in tables}
     realizer = Realizer(graph, QConfig(), quantized=set(tables), thresholds=thresholds)
     vm = RUN(realizer.build())
     x = np.tile(LEVELS * SCALE, (1, CHANNELS, 1)).astype(np.float32)
@@ -244,3 +245,15 @@ def test_compiled_tables_return_the_table_for_every_input_level() -> None:
     for name, node, out in zip(names, tables, got, strict=True):
         expected = REFERENCE[CASES[name][1]](x.astype(np.float64))
         assert np.abs(out - expected).max() <= realizer.tables[node].output_scale / 2 + 1e-5, name
+
+
+def test_a_calibrated_output_below_the_table_range_sets_the_scale() -> None:
+    """A detection head's sigmoid on negative logits only reaches sigmoid(x) < 0.01: its output is
+    calibrated there, not at the table's range (about 1), where every output would round to 0."""
+    node = _table_node(_graph(_model(CASES["Sigmoid"][0])))
+    own = build_table(node, SCALE, 8)
+    calibrated = build_table(node, SCALE, 8, output_threshold=0.01)
+    assert own.output_scale == pytest.approx(_sigmoid(127 * SCALE) / 127)
+    assert calibrated.output_scale == pytest.approx(0.01 / 128)
+    negative = np.arange(1, 128 - 96)  # levels -127 .. -97: sigmoid < 0.003, half an own step
+    assert np.all(calibrated.entries[0, negative] > 0) and np.all(own.entries[0, negative] == 0)

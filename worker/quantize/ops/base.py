@@ -86,7 +86,9 @@ class OpRule:
     activation_output: the output is a QActivation edge when nbit_activation < 32 (requantized to
     that width, so calibration finds its threshold).
     lut: the float function (of the node and an input array) a 256-entry int8 table implements;
-    the qconfig's lut_activations switches these rules off.
+    the qconfig's lut_activations switches these rules off. A table's output is calibrated: a
+    one-sided input (a detection head's sigmoid on mostly negative logits) reaches only a corner
+    of the table's range.
     macs: multiply-accumulates of one call (its Relax call and output shape) for the report;
     None for ops whose cost is not counted.
     float_safety: given the calibrated |x| range of a tensor (a constant's is its max |value|), why
@@ -108,8 +110,10 @@ class OpRule:
 
     def output_threshold(self, qconfig: QConfig) -> bool:
         """Whether the output is a QActivation edge that calibration must find a threshold for."""
-        return self.float_safety is not None or (  # asked with the output's calibrated range
-            self.activation_output and qconfig.nbit_activation < 32
+        return (
+            self.lut is not None
+            or self.float_safety is not None  # asked with the output's calibrated range
+            or (self.activation_output and qconfig.nbit_activation < 32)
         )
 
 

@@ -1,14 +1,16 @@
 """Element-wise float functions of an int8 tensor as 256-entry lookup tables: integral end to end.
 
 A function of one int8 input has 256 possible inputs, so the table maps every input level (at the
-input's calibrated scale) to the output level: a gather, no float at run time. The output scale is
-the table's own range: the input scale fixes the largest |f| any input can produce, so no entry is
+input's calibrated scale) to the output level: a gather, no float at run time. The output scale
+comes from the output's calibrated threshold, capped at the table's own range (the input scale
+fixes the largest |f| any input can give): where the data reaches the whole range no entry is
 clipped and every entry is within half an output step of the float function. A per-channel
 constant (PReLU's slope) gives one table per channel, gathered at channel * 256 + level.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +20,7 @@ from worker.quantize.graph import Node
 from worker.quantize.ops import register
 from worker.quantize.ops.base import OpRule, RealizeContext, TableInfo
 from worker.quantize.ops.elementwise import chain_of, evaluate_call
-from worker.quantize.qtensor import QTensor, qmax
+from worker.quantize.qtensor import QTensor, qmax, scale_for
 
 _LEVELS = 256  # int8: -128 .. 127
 
@@ -44,8 +46,9 @@ def function_name(node: Node) -> str:
     return chain_of(node.call).function if node.op == "tvmq.elementwise" else node.op
 
 
-def build_table(node: Node, input_scale: float, nbit: int) -> Table:
-    """The table of `node`'s function for inputs at `input_scale`, outputs on an nbit grid."""
+def build_table(node: Node, input_scale: float, nbit: int, output_threshold: float = math.inf) -> Table:
+    """The table of `node`'s function for inputs at `input_scale`, outputs on an nbit grid: the
+    calibrated output threshold, or the table's own range where that is smaller (no entry clips)."""
     ndim = len(node.call.args[0].ty.shape)
     levels = np.arange(-_LEVELS // 2, _LEVELS // 2, dtype=np.float64)
     values = np.asarray(_function(node, levels.reshape((_LEVELS,) + (1,) * ndim) * input_scale))
@@ -56,7 +59,7 @@ def build_table(node: Node, input_scale: float, nbit: int) -> Table:
     reachable = rows[:, _LEVELS // 2 - limit : _LEVELS // 2 + limit + 1]
     finite = np.isfinite(reachable)
     top = float(np.max(np.abs(reachable[finite]), initial=0.0))
-    scale = top / limit if top > 0 else 1.0
+    scale = min(top / limit, float(scale_for(output_threshold, nbit))) if top > 0 else 1.0
     rows = np.nan_to_num(rows, nan=0.0, posinf=top, neginf=-top)
     entries = np.clip(np.round(rows / scale), -limit, limit)
     error = np.abs(entries * scale - rows)[:, _LEVELS // 2 - limit : _LEVELS // 2 + limit + 1]
@@ -66,7 +69,7 @@ def build_table(node: Node, input_scale: float, nbit: int) -> Table:
 def _realize_table(ctx: RealizeContext, node: Node) -> QTensor:
     q = ctx.as_input(node.call.args[0])
     nbit = ctx.qconfig.nbit_input
-    table = build_table(node, float(q.scale), nbit)
+    table = build_table(node, float(q.scale), nbit, ctx.threshold(node.var))
     channels = table.entries.shape[0]
     offsets = (np.arange(channels) * _LEVELS + _LEVELS // 2).reshape(table.at)
     index = R.add(R.astype(q.expr, "int32"), ctx.em.const(offsets, "int32"))
