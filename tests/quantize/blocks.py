@@ -8,6 +8,8 @@
 - Transformer encoder layer (pre-norm): `LayerNormalization`, Q/K/V `MatMul` + bias `Add`,
   `Reshape`/`Transpose` into heads, `MatMul` QKᵀ, `Div` by √d, `Softmax`, `MatMul` with V, output
   projection, residual `Add`, MLP with GELU in its erf form (`Div`, `Erf`, `Add`, `Mul`, `Mul`).
+  With `decomposed_norm`, each layer norm is written as exporters before opset 17 do:
+  `ReduceMean`, `Sub`, `Pow` 2, `ReduceMean`, `Add` eps, `Sqrt`, `Div`, then `Mul` γ and `Add` β.
 """
 
 from __future__ import annotations
@@ -82,11 +84,17 @@ def _linear(g: _GraphBuilder, x: str, cin: int, cout: int) -> str:
     return g.op("Add", [g.op("MatMul", [x, g.const(f"w{idx}", w)]), g.const(f"b{idx}", b)])
 
 
-def _layer_norm(g: _GraphBuilder, x: str, d: int) -> str:
+def _layer_norm(g: _GraphBuilder, x: str, d: int, decomposed: bool) -> str:
     idx = len(g.weights)
     gamma = g.const(f"ln{idx}.g", (1.0 + 0.1 * g.rng.standard_normal(d)).astype(np.float32))
     beta = g.const(f"ln{idx}.b", (0.05 * g.rng.standard_normal(d)).astype(np.float32))
-    return g.op("LayerNormalization", [x, gamma, beta], axis=-1, epsilon=1e-5)
+    if not decomposed:
+        return g.op("LayerNormalization", [x, gamma, beta], axis=-1, epsilon=1e-5)
+    centred = g.op("Sub", [x, g.op("ReduceMean", [x], axes=[-1], keepdims=1)])
+    squared = g.op("Pow", [centred, g.const(f"ln{idx}.two", np.float32(2.0))])
+    var = g.op("ReduceMean", [squared], axes=[-1], keepdims=1)
+    std = g.op("Sqrt", [g.op("Add", [var, g.const(f"ln{idx}.eps", np.float32(1e-5))])])
+    return g.op("Add", [g.op("Mul", [g.op("Div", [centred, std]), gamma]), beta])
 
 
 def _gelu_erf(g: _GraphBuilder, x: str) -> str:
@@ -96,7 +104,9 @@ def _gelu_erf(g: _GraphBuilder, x: str) -> str:
     return g.op("Mul", [g.op("Mul", [x, erf]), g.const(f"half_{n}", np.float32(0.5))])
 
 
-def transformer_block(seed: int = 0, tokens: int = 16, dim: int = 32, heads: int = 4) -> onnx.ModelProto:
+def transformer_block(
+    seed: int = 0, tokens: int = 16, dim: int = 32, heads: int = 4, decomposed_norm: bool = False
+) -> onnx.ModelProto:
     g = _GraphBuilder(seed)
     dh = dim // heads
     heads_shape = g.const("heads_shape", np.array([1, tokens, heads, dh], np.int64))
@@ -105,7 +115,7 @@ def transformer_block(seed: int = 0, tokens: int = 16, dim: int = 32, heads: int
     def split_heads(t: str, perm: list[int]) -> str:
         return g.op("Transpose", [g.op("Reshape", [t, heads_shape])], perm=perm)
 
-    h = _layer_norm(g, "x", dim)
+    h = _layer_norm(g, "x", dim, decomposed_norm)
     q = split_heads(_linear(g, h, dim, dim), [0, 2, 1, 3])
     k = split_heads(_linear(g, h, dim, dim), [0, 2, 3, 1])
     v = split_heads(_linear(g, h, dim, dim), [0, 2, 1, 3])
@@ -113,5 +123,7 @@ def transformer_block(seed: int = 0, tokens: int = 16, dim: int = 32, heads: int
     attn = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])
     merged = g.op("Reshape", [g.op("Transpose", [attn], perm=[0, 2, 1, 3]), flat_shape])
     x1 = g.op("Add", ["x", _linear(g, merged, dim, dim)])
-    mlp = _linear(g, _gelu_erf(g, _linear(g, _layer_norm(g, x1, dim), dim, 4 * dim)), 4 * dim, dim)
+    mlp = _linear(
+        g, _gelu_erf(g, _linear(g, _layer_norm(g, x1, dim, decomposed_norm), dim, 4 * dim)), 4 * dim, dim
+    )
     return g.model("transformer_block", {"x": (1, tokens, dim)}, {"y": g.op("Add", [x1, mlp])})

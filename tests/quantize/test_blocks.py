@@ -4,6 +4,7 @@ integer softmax and layer norm), with cosine >= 0.99 to the float model on held-
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import onnx
@@ -20,6 +21,11 @@ BLOCKS = {
     "mobilenet_v3": (mobilenet_v3_block, {"hard_swish"}),
     "yolo": (yolo_block, {"silu"}),
     "transformer": (transformer_block, {"gelu", "softmax", "layer_norm"}),
+    # the layer norms as ReduceMean / Sub / Pow / Sqrt / Div: folded into the integer layer norm
+    "transformer_decomposed_norm": (
+        partial(transformer_block, decomposed_norm=True),
+        {"gelu", "softmax", "layer_norm"},
+    ),
 }
 
 

@@ -21,7 +21,17 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from worker.quantize.graph import Graph, Node, build_graph, const_value, is_const, shape_of, substitute
+from worker.quantize.graph import (
+    Graph,
+    Node,
+    build_graph,
+    const_value,
+    is_const,
+    replace_calls,
+    shape_of,
+    substitute,
+    users_of,
+)
 from worker.quantize.ops.elementwise import NUMPY, SQRT_2_OVER_PI, Chain, elementwise, erf, sigmoid
 
 #: ops integer arithmetic computes exactly when their other operand is a constant
@@ -107,17 +117,6 @@ def _chains(graph: Graph) -> list[list[Node]]:
     return list(groups.values())
 
 
-def _users(graph: Graph) -> dict[relax.Var, set[relax.Var | None]]:
-    """Who reads each var: the binding's var, or None for the function's output."""
-    users: dict[relax.Var, set[relax.Var | None]] = defaultdict(set)
-    for node in graph.nodes:
-        for v in relax.analysis.free_vars(node.value):
-            users[v].add(node.var)
-    for v in relax.analysis.free_vars(graph.output):
-        users[v].add(None)
-    return users
-
-
 def _worth_a_table(chain: list[Node]) -> bool:
     """More than one op, and not what integer rules compute exactly."""
     if len(chain) < 2:
@@ -151,22 +150,10 @@ def _known_name(chain: Chain) -> str | None:
     )
 
 
-@relax.expr_functor.mutator
-class _Replace(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, replacements: dict[relax.Call, relax.Call]) -> None:
-        super().__init__(mod)
-        self.replacements = replacements
-
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        if call in self.replacements:
-            return super().visit_call_(self.replacements[call])
-        return super().visit_call_(call)
-
-
 def collapse_activations(mod: tvm.IRModule) -> tvm.IRModule:
     """Every chain worth a table becomes one tvmq.elementwise call on its input tensor."""
     graph = build_graph(mod)
-    users = _users(graph)
+    users = users_of(graph)
     replacements: dict[relax.Call, relax.Call] = {}
     for chain in _chains(graph):
         members = {n.var for n in chain}
@@ -175,9 +162,4 @@ def collapse_activations(mod: tvm.IRModule) -> tvm.IRModule:
             continue
         root = next(a for a in _tensor_args(chain[0].call) if a not in members)
         replacements[chain[-1].call] = elementwise(root, _chain(root, chain))
-    if not replacements:
-        return mod
-    main = _Replace(mod, replacements).visit_expr(mod["main"])
-    out = tvm.IRModule({gv: mod[gv] for gv in mod.get_global_vars() if gv.name_hint != "main"})
-    out["main"] = main
-    return relax.transform.DeadCodeElimination(["main"])(out)
+    return replace_calls(mod, replacements)

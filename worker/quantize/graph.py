@@ -145,3 +145,37 @@ def substitute(expr: relax.Expr, mapping: dict[relax.Var, relax.Expr]) -> relax.
     if isinstance(expr, relax.TupleGetItem):
         return relax.TupleGetItem(substitute(expr.tuple_value, mapping), expr.index)
     return expr
+
+
+@relax.expr_functor.mutator
+class _Replace(relax.PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, replacements: dict[relax.Call, relax.Expr]) -> None:
+        super().__init__(mod)
+        self.replacements = replacements
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        if call in self.replacements:
+            return super().visit_call_(self.replacements[call])
+        return super().visit_call_(call)
+
+
+def replace_calls(mod: tvm.IRModule, replacements: dict[relax.Call, relax.Expr]) -> tvm.IRModule:
+    """`mod` with calls of main replaced (a rewrite that found a pattern ending in each of them);
+    the bindings only the replaced calls used are dropped."""
+    if not replacements:
+        return mod
+    main = _Replace(mod, replacements).visit_expr(mod["main"])
+    out = tvm.IRModule({gv: mod[gv] for gv in mod.get_global_vars() if gv.name_hint != "main"})
+    out["main"] = main
+    return relax.transform.DeadCodeElimination(["main"])(out)
+
+
+def users_of(graph: Graph) -> dict[relax.Var, set[relax.Var | None]]:
+    """Who reads each var: the binding's var, or None for the function's output."""
+    users: dict[relax.Var, set[relax.Var | None]] = defaultdict(set)
+    for node in graph.nodes:
+        for v in relax.analysis.free_vars(node.value):
+            users[v].add(node.var)
+    for v in relax.analysis.free_vars(graph.output):
+        users[v].add(None)
+    return users

@@ -17,6 +17,7 @@ from tvm.relax import op as R
 
 from worker.quantize.activations import collapse_activations
 from worker.quantize.graph import const_value
+from worker.quantize.layer_norm_fold import fold_layer_norms
 
 _TE_BINARY = {"maximum": R.maximum, "minimum": R.minimum}
 
@@ -83,6 +84,7 @@ def prerequisite_optimize(mod: tvm.IRModule) -> tvm.IRModule:
     mod = seq(mod)
     mod = restore_binary_ops(mod)
     mod = _fold_standalone_batch_norm(mod)
+    mod = fold_layer_norms(mod)
     mod = collapse_activations(mod)
     mod = tvm.transform.Sequential(
         [

@@ -80,16 +80,21 @@ def _norm_axes(node: Node) -> list[int]:
     return sorted(int(a) % ndim for a in node.call.attrs.axes)
 
 
-def _layer_norm_accepts(node: Node) -> str | None:
-    ndim = len(shape_of(node.var))
-    axes = _norm_axes(node)
+def layer_norm_misfit(shape: tuple[int, ...], axes: list[int]) -> str | None:
+    """Why the integer layer norm cannot normalise a tensor of `shape` over `axes` (non-negative,
+    sorted), or None; asked by the rule and by the fold of decomposed layer norms alike."""
+    ndim = len(shape)
     if axes != list(range(ndim - len(axes), ndim)):
         return f"normalised axes {axes} are not the trailing ones"
-    if not all(is_const(a) for a in node.call.args[1:3]):
-        return "gamma / beta are not constants"
-    if np.prod([shape_of(node.var)[a] for a in axes]) > 2**16:
+    if np.prod([shape[a] for a in axes]) > 2**16:
         return "more than 65536 normalised elements (int32 sums of squares)"
     return None
+
+
+def _layer_norm_accepts(node: Node) -> str | None:
+    if not all(is_const(a) for a in node.call.args[1:3]):
+        return "gamma / beta are not constants"
+    return layer_norm_misfit(shape_of(node.var), _norm_axes(node))
 
 
 def _isqrt_func(start: int, iterations: int) -> tirx.PrimFunc:
