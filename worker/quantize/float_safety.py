@@ -11,7 +11,8 @@ Recognised: a reduction (sum, mean, variance, std) of x, of x², or of (x − st
 derived from those alone (scaling, broadcasting, eps, max(0, ·), sqrt, 1/·); and a multiply or
 divide of x (or x − stat) by a statistic that went through a square root. That covers
 E[x²] − E[x]² and mean((x − mean)²) layer norms, RMS norm and L2 normalisation; softmax (no square
-root) is not matched.
+root) is not matched. Layer norms the integer layer norm fits never reach this check: they were
+folded into one nn.layer_norm before the partition (layer_norm_fold.py), whose rule decides them.
 """
 
 from __future__ import annotations
