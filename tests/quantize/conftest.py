@@ -9,8 +9,11 @@ import onnx
 import pytest
 
 from tests.models import random_calibration
+from worker import frontend
 from worker.pipeline import PipelineResult, run_pipeline
 from worker.qconfig import QConfig
+from worker.quantize.graph import Graph, build_graph
+from worker.quantize.prerequisite import prerequisite_optimize
 
 #: everything quantized (no skipped conv or dense layer)
 INTEGRAL = {"skip_conv_layers": [], "skip_dense_layer": False, "bench_runs": 3}
@@ -47,6 +50,26 @@ def run_onnx(model: onnx.ModelProto | Path, feeds: dict[str, np.ndarray]) -> lis
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)
+
+
+def one_tensor_model(
+    nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], shape: tuple[int, ...], opset: int
+) -> onnx.ModelProto:
+    """A float model from input `x` to output `y` of one shape."""
+    graph = onnx.helper.make_graph(
+        nodes,
+        "block",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, shape)],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, shape)],
+        inits,
+    )
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+
+
+def prepared_graph(model: onnx.ModelProto) -> Graph:
+    """The graph the partition sees: imported at the model's own shapes, prerequisite passes run."""
+    shapes = frontend.fixed_input_shapes(model, None)
+    return build_graph(prerequisite_optimize(frontend.import_relax(frontend.simplify(model, shapes), shapes)))
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

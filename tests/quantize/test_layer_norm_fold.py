@@ -6,22 +6,14 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 import tests.models as models
-from tests.quantize.conftest import ACCURATE
-from worker import frontend
+from tests.quantize.conftest import ACCURATE, one_tensor_model, prepared_graph
 from worker.qconfig import QConfig
-from worker.quantize.graph import build_graph
 from worker.quantize.partition import partition
-from worker.quantize.prerequisite import prerequisite_optimize
 
 SHAPE = (1, 8, 32)
-
-
-def _graph(model: onnx.ModelProto):
-    shapes = frontend.fixed_input_shapes(model, None)
-    return build_graph(prerequisite_optimize(frontend.import_relax(frontend.simplify(model, shapes), shapes)))
 
 
 def _model(form: str, axis: int = -1) -> onnx.ModelProto:
@@ -48,19 +40,12 @@ def _model(form: str, axis: int = -1) -> onnx.ModelProto:
         numpy_helper.from_array(np.array(2.0, np.float32), "two"),
         numpy_helper.from_array(np.array(1e-5, np.float32), "eps"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "norm",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, SHAPE)],
-        inits,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    return one_tensor_model(nodes, inits, SHAPE, 13)
 
 
 @pytest.mark.parametrize("form", ["divide", "reciprocal", "e_x2"])
 def test_trailing_layer_norm_folds_and_is_quantized(form: str) -> None:
-    graph = _graph(_model(form))
+    graph = prepared_graph(_model(form))
     ops = [n.op for n in graph.nodes if n.op is not None]
     assert ops == ["nn.layer_norm", "multiply"], ops
     norm = graph.nodes[0]
@@ -72,12 +57,12 @@ def test_trailing_layer_norm_folds_and_is_quantized(form: str) -> None:
 def test_norm_over_a_leading_axis_is_not_folded() -> None:
     """Over axis 1 of (1, 8, 32) the integer layer norm does not apply: the chain stays, and the
     partition keeps it float with float_safety's layer norm reason."""
-    graph = _graph(_model("divide", axis=1))
+    graph = prepared_graph(_model("divide", axis=1))
     assert "nn.layer_norm" not in {n.op for n in graph.nodes}
     reasons = partition(graph, QConfig(**ACCURATE)).reasons.values()
     assert any(why.startswith("layer norm:") for why in reasons), reasons
 
 
 def test_magika_channel_norm_stays_float() -> None:
-    graph = _graph(models.conv_layer_norm_conv())
+    graph = prepared_graph(models.conv_layer_norm_conv())
     assert "nn.layer_norm" not in {n.op for n in graph.nodes}

@@ -13,13 +13,12 @@ import pytest
 import tvm
 from onnx import TensorProto, helper, numpy_helper
 
-from worker import frontend
+from tests.quantize.conftest import one_tensor_model, prepared_graph
 from worker.build import compile_and_load
 from worker.qconfig import QConfig
-from worker.quantize.graph import Graph, Node, build_graph
+from worker.quantize.graph import Graph, Node
 from worker.quantize.ops.lut import build_table, function_name
 from worker.quantize.partition import partition
-from worker.quantize.prerequisite import prerequisite_optimize
 from worker.quantize.realize import Realizer
 
 RUN = partial(compile_and_load, target=tvm.target.Target({"kind": "llvm"}))
@@ -150,20 +149,7 @@ def _model(steps: list[tuple], width: int = 8) -> onnx.ModelProto:
                 names.append(a if a == "x" else f"t{a}")
         out = "y" if i == len(steps) - 1 else f"t{i}"
         nodes.append(helper.make_node(op, names, [out], **attrs))
-    shape = (1, CHANNELS, width)
-    graph = helper.make_graph(
-        nodes,
-        "act",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
-        inits,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-
-
-def _graph(model: onnx.ModelProto) -> Graph:
-    shapes = frontend.fixed_input_shapes(model, None)
-    return build_graph(prerequisite_optimize(frontend.import_relax(frontend.simplify(model, shapes), shapes)))
+    return one_tensor_model(nodes, inits, (1, CHANNELS, width), 18)
 
 
 def _table_node(graph: Graph) -> Node:
@@ -174,7 +160,7 @@ def _table_node(graph: Graph) -> Node:
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_pattern_is_one_table_within_half_a_step(case: str) -> None:
     steps, reference, function = CASES[case]
-    node = _table_node(_graph(_model(steps)))
+    node = _table_node(prepared_graph(_model(steps)))
     assert function_name(node) == function
     table = build_table(node, SCALE, 8)
     expected = np.broadcast_to(
@@ -188,7 +174,7 @@ def test_the_pattern_is_one_table_within_half_a_step(case: str) -> None:
 
 def test_division_by_a_constant_changes_the_scale_only() -> None:
     """x / 3 on int8 levels q at scale s is q at scale s / 3: no op is emitted, the result is exact."""
-    graph = _graph(_model([("Div", ["x", _c(3.0)], {})], width=255))
+    graph = prepared_graph(_model([("Div", ["x", _c(3.0)], {})], width=255))
     node = _table_node(graph)
     assert node.op == "divide"
     realizer = Realizer(graph, QConfig(), quantized={node}, thresholds={graph.params[0]: THRESHOLD})
@@ -199,7 +185,7 @@ def test_division_by_a_constant_changes_the_scale_only() -> None:
 
 
 def test_lut_activations_false_keeps_tables_float() -> None:
-    graph = _graph(_model(CASES["x*Sigmoid(x)"][0]))
+    graph = prepared_graph(_model(CASES["x*Sigmoid(x)"][0]))
     node = _table_node(graph)
     assert partition(graph, QConfig(lut_activations=False)).reasons[node] == (
         "excluded by qconfig (lut_activations: false)"
@@ -208,7 +194,7 @@ def test_lut_activations_false_keeps_tables_float() -> None:
 
 def test_hard_sigmoid_alone_stays_integer_arithmetic() -> None:
     """clip(x / 6 + 0.5, 0, 1) is exact in integers: no table, three integer ops."""
-    graph = _graph(_model([("HardSigmoid", ["x"], {"alpha": 1 / 6, "beta": 0.5})]))
+    graph = prepared_graph(_model([("HardSigmoid", ["x"], {"alpha": 1 / 6, "beta": 0.5})]))
     assert [n.op for n in graph.nodes if n.op] == ["multiply", "add", "clip"]
 
 
@@ -232,7 +218,7 @@ def test_compiled_tables_return_the_table_for_every_input_level() -> None:
         inputs.append(helper.make_tensor_value_info(f"x{k}", TensorProto.FLOAT, shape))
         outputs.append(helper.make_tensor_value_info(f"y{k}", TensorProto.FLOAT, shape))
     proto = helper.make_graph(nodes, "all", inputs, outputs, inits)
-    graph = _graph(helper.make_model(proto, opset_imports=[helper.make_opsetid("", 18)]))
+    graph = prepared_graph(helper.make_model(proto, opset_imports=[helper.make_opsetid("", 18)]))
     tables = [n for n in graph.nodes if n.op is not None]
     assert len(tables) == len(names)
     # outputs calibrated beyond any value: each table takes its own range
@@ -250,7 +236,7 @@ def test_compiled_tables_return_the_table_for_every_input_level() -> None:
 def test_a_calibrated_output_below_the_table_range_sets_the_scale() -> None:
     """A detection head's sigmoid on negative logits only reaches sigmoid(x) < 0.01: its output is
     calibrated there, not at the table's range (about 1), where every output would round to 0."""
-    node = _table_node(_graph(_model(CASES["Sigmoid"][0])))
+    node = _table_node(prepared_graph(_model(CASES["Sigmoid"][0])))
     own = build_table(node, SCALE, 8)
     calibrated = build_table(node, SCALE, 8, output_threshold=0.01)
     assert own.output_scale == pytest.approx(_sigmoid(127 * SCALE) / 127)
