@@ -17,12 +17,23 @@ from pathlib import Path
 from worker.errors import QuantizeError
 
 
-def _stderr_progress() -> Callable[[str, int], None]:
-    """One line per stage; inside a long stage (calibration) a line per 10 percent at most."""
+def _stderr_progress() -> Callable[..., None]:
+    """One line per stage; inside a long stage (calibration) a line per 10 percent at most; one line
+    per search trial."""
     start = time.monotonic()
     last: list[object] = [None, -100]
 
-    def report(stage: str, percent: int) -> None:
+    def report(stage: str, percent: int, detail: dict | None = None) -> None:
+        if detail is not None:
+            mark = "meets the target" if detail["meets"] else "misses"
+            trial = f"trial {detail['trial']} of {detail['of']} ({detail['phase']})"
+            print(
+                f"[{time.monotonic() - start:7.1f}s] {percent:3d}% {stage} {trial}: {detail['metric']:.4g}, "
+                f"{mark}; best {detail['best']:.4g}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
         if stage == last[0] and percent - last[1] < 10:
             return
         last[:] = [stage, percent]
@@ -48,6 +59,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
             qconfig,
             Path(args.out),
             progress=_stderr_progress(),
+            validation_path=Path(args.validation) if args.validation else None,
         )
     except QuantizeError as exc:
         print(exc.one_line(), file=sys.stderr)
@@ -64,7 +76,16 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 3
-    summary = result.report.get("summary", {})
+    summary = dict(result.report.get("summary", {}))
+    if (found := result.report.get("search")) is not None:
+        winner = found["trials"][found["winner"]]
+        summary["search"] = {
+            "verdict": found["verdict"],
+            "trials": len(found["trials"]),
+            "metric": found["built_metric"],
+            "float_layers": winner["delta"].get("skip_layers", []),
+            "why": found["why"],
+        }
     print(json.dumps({"artifact": str(result.artifact), "report": str(result.report_path), **summary}))
     return 0
 
@@ -96,7 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--calibration", "-c", help=".npz: input name -> N stacked samples, or '<k>/<input name>' -> feed k"
     )
-    q.add_argument("--qconfig", "-q", help="qconfig JSON file (default: Relay's defaults)")
+    q.add_argument("--qconfig", "-q", help="qconfig JSON file (default: tvmq's defaults)")
+    q.add_argument(
+        "--validation",
+        help=".npz like the calibration data: the samples a search scores and the report evaluates "
+        "(default: the held-out calibration samples)",
+    )
     q.add_argument("--target", help='overrides the qconfig target: "llvm -mcpu=znver3" or a JSON dict')
     q.add_argument("--out", "-o", default="out", help="output directory (default: out/)")
     q.set_defaults(func=_cmd_quantize)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the stages import TVM when they run, after "load" is report
     from worker.quantize.partition import Partition
     from worker.quantize.realize import Realizer
     from worker.report.schema import Provenance
+    from worker.search import Found
 
 #: (stage name, percent reached when the stage starts). The API shows these to users.
 STAGES: tuple[tuple[str, int], ...] = (
@@ -37,14 +38,17 @@ STAGES: tuple[tuple[str, int], ...] = (
     ("partition", 16),
     ("annotate", 20),
     ("calibrate", 25),
-    ("realize", 55),
-    ("conversions", 60),
-    ("build", 65),
+    ("search", 45),
+    ("realize", 60),
+    ("conversions", 63),
+    ("build", 66),
     ("verify", 80),
     ("done", 100),
 )
 
-Progress = Callable[[str, int], None]
+#: progress(stage, percent) at every stage; a search's trials add a third argument, a dict with
+#: `trial`, `of`, `metric` (this trial's), `best` (the best metric so far), `phase`, `meets`.
+Progress = Callable[..., None]
 
 #: feeds the report evaluates (accuracy, the first one for latency)
 _EVAL_FEEDS = 16
@@ -82,11 +86,16 @@ class _Stages:
         self._current = (stage, time.monotonic())
         self.progress(stage, self.percent[stage])
 
-    def within(self, stage: str, fraction: float) -> None:
-        """Progress inside a long stage (calibration), as a percentage between its neighbours."""
+    def within(self, stage: str, fraction: float, detail: dict[str, Any] | None = None) -> None:
+        """Progress inside a long stage (calibration, search), as a percentage between its
+        neighbours; `detail` (a search trial) is passed on as a third argument."""
         names = [s for s, _ in STAGES]
         nxt = self.percent[names[names.index(stage) + 1]]
-        self.progress(stage, int(self.percent[stage] + (nxt - self.percent[stage]) * min(fraction, 1.0)))
+        percent = int(self.percent[stage] + (nxt - self.percent[stage]) * min(fraction, 1.0))
+        if detail is None:
+            self.progress(stage, percent)
+        else:
+            self.progress(stage, percent, detail)
 
     def _close(self) -> None:
         if self._current:
@@ -105,26 +114,36 @@ def run_pipeline(
     qconfig: QConfig,
     out_dir: Path,
     progress: Progress | None = None,
+    validation_path: Path | None = None,
 ) -> PipelineResult:
-    """Quantize and build one model. Raises a QuantizeError subclass on any user-facing failure."""
+    """Quantize and build one model. Raises a QuantizeError subclass on any user-facing failure.
+
+    With a `search` in the qconfig, the search stage picks the config that is built (and that the
+    report's provenance shows); `validation_path` (the calibration contract) is what it scores,
+    else the held-out calibration samples."""
     stages = _Stages(progress)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     stages.start("load")
-    upload = _load(Path(model_path), calibration_path, qconfig)  # before TVM: a bad upload fails at once
+    upload = _load(Path(model_path), calibration_path, qconfig, validation_path)  # before TVM
     target_spec, target = _target(qconfig)  # the stages import TVM, which takes seconds
     run = _runner(target)
     stages.start("import")
     imported = _import(upload)
     stages.start("optimize")
-    prepared = _optimize(imported, upload.calibration, qconfig)
+    prepared = _optimize(imported, upload, qconfig)
     stages.start("partition")
     parts = _partition(prepared, qconfig)
     stages.start("annotate")
     annotation = _annotate(prepared, parts, qconfig)
     stages.start("calibrate")
     cal = _calibrate(prepared, annotation, qconfig, run, lambda f: stages.within("calibrate", f))
+    found = None
+    if qconfig.search is not None:
+        stages.start("search")
+        found = _search(prepared, cal, qconfig, run, target, stages)
+        qconfig, annotation, cal = found.qconfig, found.annotation, found.calibration
     stages.start("realize")
     realized = _realize(prepared, annotation, cal, qconfig, out_dir)
     stages.start("conversions")
@@ -132,7 +151,7 @@ def run_pipeline(
     stages.start("build")
     built = _build(final, prepared, target, out_dir)
     stages.start("verify")
-    sections = _verify(prepared, realized, cal, built, qconfig, run)
+    sections = _verify(prepared, realized, cal, built, qconfig, run, found)
     stages.finish()
     provenance = _provenance(Path(model_path), calibration_path, built, qconfig, target_spec, target, stages)
     report_path, report = _write_report(sections, provenance, qconfig, out_dir)
@@ -158,6 +177,16 @@ class _Prepared:
     graph: Graph
     calibration: CalibrationSet | None
     held_out: CalibrationSet | None
+    validation: CalibrationSet | None = None
+
+    def evaluation(self) -> tuple[CalibrationSet | None, str]:
+        """What accuracy is measured on: the validation upload, the held-out samples, else the
+        calibration samples themselves (too few to hold any out), and which of them it is."""
+        if self.validation is not None:
+            return self.validation, "validation"
+        if self.held_out is not None:
+            return self.held_out, "held_out"
+        return self.calibration, "calibration"
 
 
 @dataclass
@@ -187,13 +216,21 @@ def _runner(target: tvm.target.Target) -> Runner:
     return partial(compile_and_load, target=target)
 
 
-def _load(model_path: Path, calibration_path: Path | None, qconfig: QConfig) -> Upload:
-    """The upload contract (the API checks the same), then every calibration value."""
+def _load(
+    model_path: Path, calibration_path: Path | None, qconfig: QConfig, validation_path: Path | None
+) -> Upload:
+    """The upload contract (the API checks the same), then every calibration and validation value."""
     from worker import frontend
 
-    upload = frontend.open_upload(model_path, Path(calibration_path) if calibration_path else None, qconfig)
-    if upload.calibration is not None:
-        upload.calibration.check_values()
+    upload = frontend.open_upload(
+        model_path,
+        Path(calibration_path) if calibration_path else None,
+        qconfig,
+        validation_path=Path(validation_path) if validation_path else None,
+    )
+    for samples in (upload.calibration, upload.validation):
+        if samples is not None:
+            samples.check_values()
     return upload
 
 
@@ -205,15 +242,16 @@ def _import(upload: Upload) -> _Imported:
     return _Imported(mod, shapes, upload.inputs, frontend.output_names(upload.model))
 
 
-def _optimize(imported: _Imported, calibration: CalibrationSet | None, qconfig: QConfig) -> _Prepared:
+def _optimize(imported: _Imported, upload: Upload, qconfig: QConfig) -> _Prepared:
     from worker.quantize.graph import build_graph
     from worker.quantize.prerequisite import prerequisite_optimize
 
     mod = prerequisite_optimize(imported.mod)
+    calibration = upload.calibration
     calib_part, held_part = (
         calibration.split_holdout(qconfig.holdout_samples) if calibration is not None else (None, None)
     )
-    return _Prepared(imported, mod, build_graph(mod), calib_part, held_part)
+    return _Prepared(imported, mod, build_graph(mod), calib_part, held_part, upload.validation)
 
 
 def _partition(prepared: _Prepared, qconfig: QConfig) -> Partition:
@@ -237,11 +275,56 @@ def _calibrate(
 ) -> CalibrationResult:
     from worker.quantize.calibrate import calibrate
     from worker.quantize.partition import apply_float_safety
+    from worker.search import calibration_variants
 
-    cal = calibrate(prepared.graph, annotation, prepared.calibration, qconfig, run, progress=progress)
+    variants = calibration_variants(qconfig) if qconfig.search is not None else ()
+    cal = calibrate(
+        prepared.graph, annotation, prepared.calibration, qconfig, run, progress=progress, variants=variants
+    )
     # ops whose calibrated ranges would not survive int8 stay float (the rules' float_safety)
     apply_float_safety(prepared.graph, annotation.partition, cal.thresholds)
     return cal
+
+
+def _search(
+    prepared: _Prepared,
+    cal: CalibrationResult,
+    qconfig: QConfig,
+    run: Runner,
+    target: tvm.target.Target,
+    stages: _Stages,
+) -> Found:
+    """The accuracy-target search: trials on one simulation, a progress line per trial."""
+    from worker import search
+    from worker.kernels import isa
+
+    feeds, source = prepared.evaluation()
+    # 7-bit weights are worth a trial where the int8 kernels saturate 8-bit pairs (AVX2, AVX-512BW)
+    chosen = isa.select(target)
+    narrow_faster = chosen is not None and chosen.dots[0].pair_sum_bits is not None
+
+    def progress(k: int, n: int, trial: search.Trial, best: search.Trial) -> None:
+        detail = {
+            "trial": k,
+            "of": n,
+            "phase": trial.phase,
+            "metric": round(trial.metric, 6),
+            "meets": trial.meets,
+            "best": round(best.metric, 6),
+        }
+        stages.within("search", k / n, detail)
+
+    return search.search(
+        prepared.graph,
+        cal,
+        qconfig,
+        feeds,
+        source,
+        prepared.imported.output_names,
+        run,
+        narrow_faster=narrow_faster,
+        progress=progress,
+    )
 
 
 def _realize(
@@ -278,29 +361,29 @@ def _verify(
     built: _Built,
     qconfig: QConfig,
     run: Runner,
+    found: Found | None = None,
 ) -> dict[str, Any]:
-    """The report's sections: accuracy and speed from running both artifacts, integrality from IR."""
+    """The report's sections: accuracy and speed from running both artifacts, integrality from IR;
+    with a search, its section with the built winner's own metric."""
     from worker.build import load_vm
     from worker.frontend import CalibrationSet
     from worker.report import verify
     from worker.report.performance import bench_artifacts, constant_bytes
 
     imported, realizer = prepared.imported, realized.realizer
-    # the report's evaluation inputs: held-out samples, else the calibration samples, else (no data
-    # at all, global_scale) synthetic ones
-    evaluation = (
-        prepared.held_out
-        or prepared.calibration
-        or CalibrationSet.synthetic(imported.inputs, imported.shapes)
-    )
+    # the report's evaluation inputs: validation or held-out samples, else the calibration samples,
+    # else (no data at all, global_scale) synthetic ones
+    evaluation, source = prepared.evaluation()
+    evaluation = evaluation or CalibrationSet.synthetic(imported.inputs, imported.shapes)
     evals = list(evaluation.feeds(limit=_EVAL_FEEDS))
+    quant_vm = load_vm(built.artifact)
     accuracy = verify.accuracy(
         load_vm(built.float_artifact),
-        load_vm(built.artifact),
+        quant_vm,
         evals,
         evaluation.batch,
         imported.output_names,
-        prepared.held_out is not None,
+        source != "calibration",
         prepared.graph,
         realizer,
         qconfig,
@@ -319,7 +402,7 @@ def _verify(
         "activation": qconfig.nbit_activation,
         "weight": qconfig.nbit_weight,
     }
-    return {
+    sections = {
         "integrality": verify.integrality(
             realized.mod, realizer.float_reasons, verify.table_ops(prepared.graph, realizer)
         ),
@@ -329,6 +412,9 @@ def _verify(
             cal.method, cal.samples, cal.batches, cal.table, nbits, realizer.weight_log
         ),
     }
+    if found is not None:
+        sections["search"] = found.section(found.score_artifact(quant_vm), performance.quantized.median_ms)
+    return sections
 
 
 def _provenance(

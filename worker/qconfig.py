@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -86,6 +87,62 @@ RELAY_PRESET: dict[str, Any] = {
 }
 PRESETS: dict[str, dict[str, Any]] = {"tvmq": {}, "relay": RELAY_PRESET}
 
+CalibrateMode = Literal["global_scale", "max", "percentile", "kl_divergence", "mse"]
+#: What a search may vary (see worker/search/): per-layer float fallback, the calibrate mode of the
+#: whole model and of each tensor, per-channel weights, the percentile value, 7-bit weights.
+SearchKnob = Literal[
+    "fallback", "calibrate_mode", "tensor_calibrate_mode", "per_channel", "percentile", "weight_bits"
+]
+#: Metrics the search scores a trial with, against the float model's outputs on held-out feeds.
+SearchMetric = Literal["top1_agreement", "cosine", "sqnr_db", "ctc_string_agreement"]
+#: A layer label as the report names it: "<relax op>#<index among that op, graph order>".
+_LAYER_LABEL = re.compile(r"[a-z_0-9.]+#\d+")
+
+
+class SearchConfig(BaseModel):
+    """The accuracy target: find the most integral, fastest config whose metric stays within
+    `tolerable_loss` of the float model's (which scores 1 against itself on every metric but
+    sqnr_db, whose loss is the noise-to-signal power ratio: 0.01 is 20 dB)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: SearchMetric = Field(
+        description="top1_agreement (argmax over the last axis), cosine, sqnr_db, ctc_string_agreement "
+        "(argmax per step, repeats merged, blank 0 dropped: identical decoded strings)"
+    )
+    tolerable_loss: float = Field(gt=0.0, le=1.0, description="how much of the metric may be lost")
+    loss: Literal["relative", "absolute"] = Field(
+        "relative",
+        description="relative: metric >= reference x (1 - loss); absolute: metric >= reference - loss "
+        "(the reference is the float model against itself: 1, so both read the same but for sqnr_db, "
+        "which takes relative only)",
+    )
+    max_trials: int = Field(40, ge=1, le=1000, description="trials before the search stops")
+    timeout_s: float = Field(600.0, gt=0.0, le=86400.0, description="wall time before the search stops")
+    knobs: list[SearchKnob] = Field(
+        default_factory=lambda: [
+            "fallback",
+            "calibrate_mode",
+            "tensor_calibrate_mode",
+            "percentile",
+            "weight_bits",
+        ],
+        description="what may vary; int16 activations are not offered (the kernels are int8 x int8)",
+    )
+    output: str | int = Field(0, description="the model output the metric reads: its name or index")
+    max_feeds: int = Field(64, ge=1, le=100000, description="validation feeds each trial runs")
+
+    @field_validator("knobs")
+    @classmethod
+    def _knobs(cls, v: list[str]) -> list[str]:
+        return sorted(set(v), key=v.index)
+
+    @model_validator(mode="after")
+    def _sqnr_relative(self) -> SearchConfig:
+        if self.metric == "sqnr_db" and self.loss == "absolute":
+            raise ValueError("sqnr_db takes a relative loss (noise power / signal power), not absolute")
+        return self
+
 
 class QConfig(BaseModel):
     """One job's quantization settings. Defaults are tvmq's (`preset` "tvmq"); preset "relay" gives
@@ -106,7 +163,7 @@ class QConfig(BaseModel):
     dtype_input: IntDType = "int8"
     dtype_weight: IntDType = "int8"
     dtype_activation: IntDType = "int32"
-    calibrate_mode: Literal["global_scale", "max", "percentile", "kl_divergence", "mse"] = Field(
+    calibrate_mode: CalibrateMode = Field(
         "max",
         description="activation thresholds: global_scale (no data), max, percentile, kl_divergence, mse; "
         "a data-driven mode's threshold worse than max's in expected error falls back to max",
@@ -119,6 +176,16 @@ class QConfig(BaseModel):
         default_factory=list, description="indices of conv layers (in graph order) left in float"
     )
     skip_dense_layer: bool = Field(False, description="keep every dense (Gemm/MatMul with weights) in float")
+    skip_layers: list[str] = Field(
+        default_factory=list,
+        description='layers left in float by their report label ("nn.conv2d#3": the 4th conv2d in graph '
+        "order); what a search's winner keeps float",
+    )
+    tensor_calibrate_mode: dict[str, CalibrateMode] = Field(
+        default_factory=dict,
+        description='calibrate_mode of single tensors by report label ("nn.conv2d#3", or an input '
+        "name), overriding calibrate_mode there",
+    )
     exclude_ops: list[str] = Field(default_factory=list, description="op names that always stay float")
     debug_enabled_ops: list[str] | None = Field(
         None, description="if set, only these op names are quantized (Relay's debug_enabled_ops)"
@@ -146,6 +213,9 @@ class QConfig(BaseModel):
         description='TVM target: "llvm", "native" (the worker\'s CPU), "llvm -mcpu=znver3" or a dict',
     )
     bench_runs: int = Field(20, ge=1, le=10000, description="timed runs per build in the report")
+    search: SearchConfig | None = Field(
+        None, description="an accuracy target: search the knobs for the most integral config that meets it"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -176,6 +246,14 @@ class QConfig(BaseModel):
         if any(i < 0 for i in v):
             raise ValueError("conv layer indices start at 0")
         return sorted(set(v))
+
+    @field_validator("skip_layers")
+    @classmethod
+    def _layer_labels(cls, v: list[str]) -> list[str]:
+        bad = [label for label in v if not _LAYER_LABEL.fullmatch(label)]
+        if bad:
+            raise ValueError(f"layer labels look like 'nn.conv2d#3' (as the report names layers), got {bad}")
+        return sorted(set(v), key=v.index)
 
     @field_validator("exclude_ops", "debug_enabled_ops")
     @classmethod
@@ -215,6 +293,8 @@ class QConfig(BaseModel):
             raise ValueError(
                 "do_simulation builds a float (fake-quantized) module: it cannot be fully_integral"
             )
+        if self.search is not None and self.do_simulation:
+            raise ValueError("search builds its winner for real: it cannot be combined with do_simulation")
         if self.dtype_input != "int8" or self.dtype_weight != "int8":
             raise ValueError("dtype_input and dtype_weight must be int8 (the int8 x int8 -> int32 kernels)")
         return self

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
@@ -46,6 +46,10 @@ class JobView(BaseModel):
     finished_at: datetime | None
     error: JobError | None
     links: JobLinks
+    trial: dict[str, Any] | None = Field(
+        None,
+        description="a search's latest trial: trial, of, phase, metric, meets, best (the best metric so far)",
+    )
 
 
 class JobPage(BaseModel):
@@ -84,6 +88,7 @@ def _view(request: Request, job: Job) -> JobView:
         started_at=_time(job.started_at),
         finished_at=_time(job.finished_at),
         error=JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None,
+        trial=job.trial,
         links=JobLinks(
             self=str(request.url_for("get_job", job_id=job.id)),
             artifact=link("get_artifact"),

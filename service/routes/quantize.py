@@ -69,6 +69,13 @@ def submit(
         ),
     ] = None,
     qconfig: Annotated[str | None, Form(description="qconfig JSON (see GET /qconfig/schema)")] = None,
+    validation: Annotated[
+        UploadFile | None,
+        File(
+            description=".npz like the calibration data: the samples a search scores and the report "
+            "evaluates (default: the held-out calibration samples)"
+        ),
+    ] = None,
 ) -> Submitted:
     settings = ctx.settings
     if qconfig is not None and len(qconfig.encode()) > settings.max_qconfig_bytes:
@@ -76,6 +83,8 @@ def submit(
     config = parse_qconfig(qconfig)
     if calibration is not None and not calibration.filename and not calibration.size:
         calibration = None  # an empty optional file part, as some form clients send
+    if validation is not None and not validation.filename and not validation.size:
+        validation = None
 
     job_id = new_job_id()
     try:
@@ -85,16 +94,20 @@ def submit(
             _save(
                 calibration, "calibration", settings.max_calibration_bytes, ctx.blobs.calibration_path(job_id)
             )
+        if validation is not None:
+            _save(validation, "validation", settings.max_calibration_bytes, ctx.blobs.validation_path(job_id))
         open_upload(  # the pipeline's own upload contract, TVM-free
             ctx.blobs.model_path(job_id),
             ctx.blobs.calibration_path(job_id) if calibration is not None else None,
             config,
             settings.max_calibration_unpacked_bytes,
+            validation_path=ctx.blobs.validation_path(job_id) if validation is not None else None,
         )
         ctx.jobs.create(
             job_id,
             qconfig=config.model_dump_json(exclude_unset=True),
             has_calibration=calibration is not None,
+            has_validation=validation is not None,
             model_name=PurePath(model.filename or "model.onnx").name[:200],
             owner=owner or "",
         )

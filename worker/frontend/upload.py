@@ -28,9 +28,17 @@ class Upload:
     model: onnx.ModelProto
     inputs: list[ModelInput]
     calibration: CalibrationSet | None
+    #: samples the search scores trials on and the report evaluates (instead of the hold-out split)
+    validation: CalibrationSet | None = None
 
 
 def require_calibration(qconfig: QConfig, has_calibration: bool) -> None:
+    if not has_calibration and qconfig.search is not None:
+        raise CalibrationError(
+            "a search compares calibrate modes and scores trials on held-out samples: upload "
+            "calibration data as 'calibration'",
+            field="calibration",
+        )
     if not has_calibration and qconfig.calibrate_mode != "global_scale":
         raise CalibrationError(
             f"calibrate_mode {qconfig.calibrate_mode!r} needs calibration data: upload an .npz keyed by "
@@ -58,8 +66,12 @@ def open_upload(
     calibration_path: Path | None,
     qconfig: QConfig,
     max_unpacked_bytes: int | None = None,
+    validation_path: Path | None = None,
 ) -> Upload:
-    """Check a submission; raises the QuantizeError naming the first thing wrong with it."""
+    """Check a submission; raises the QuantizeError naming the first thing wrong with it.
+
+    A validation archive follows the calibration contract and must feed the shapes the calibration
+    data fixes (the model is compiled for one shape)."""
     model = load_onnx(Path(model_path))  # what is wrong with the model first: it decides the rest
     inputs = model_inputs(model)
     if max_unpacked_bytes is not None:
@@ -70,4 +82,32 @@ def open_upload(
     if calibration_path is not None:
         calibration = CalibrationSet.open(NpzArchive(Path(calibration_path)), inputs, max_unpacked_bytes)
         calibration.split_holdout(qconfig.holdout_samples)  # headers only: refuses holdout >= N now
-    return Upload(model, inputs, calibration)
+    validation = None
+    if validation_path is not None:
+        if calibration is None:
+            raise CalibrationError(
+                "validation samples are scored against a calibrated model: upload calibration data too",
+                field="validation",
+            )
+        validation = _open_validation(Path(validation_path), inputs, calibration, max_unpacked_bytes)
+    return Upload(model, inputs, calibration, validation)
+
+
+def _open_validation(
+    path: Path, inputs: list[ModelInput], calibration: CalibrationSet, max_unpacked_bytes: int | None
+) -> CalibrationSet:
+    try:
+        validation = CalibrationSet.open(NpzArchive(path), inputs, max_unpacked_bytes)
+    except CalibrationError as exc:
+        raise CalibrationError(
+            f"validation data: {exc.message}", **{**exc.detail, "field": "validation"}
+        ) from None
+    for name, shape in validation.shapes.items():
+        if shape != calibration.shapes[name]:
+            raise CalibrationError(
+                f"validation input '{name}' feeds shape {shape}, the calibration data "
+                f"{calibration.shapes[name]}: the model is compiled for the calibration's shape",
+                field="validation",
+                input=name,
+            )
+    return validation

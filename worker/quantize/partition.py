@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from tvm import relax
 
+from worker.errors import QConfigError
 from worker.qconfig import QConfig
 from worker.quantize.float_safety import layer_norms
-from worker.quantize.graph import Graph, Node, const_value, dtypes_of, is_const, tuple_fields
+from worker.quantize.graph import Graph, Node, const_value, dtypes_of, is_const, labels, tuple_fields
 from worker.quantize.ops import rule_for
 from worker.quantize.ops.base import skipped_layer
 
@@ -62,10 +63,24 @@ def _excluded(op: str, qconfig: QConfig) -> bool:
     return qconfig.debug_enabled_ops is not None and op not in qconfig.debug_enabled_ops
 
 
+def named_layers(graph: Graph, names: list[str], field: str) -> set[Node]:
+    """The nodes a qconfig names by report label ("nn.conv2d#3"); an unknown label is an error."""
+    by_label = {label: graph.by_var[var] for var, label in labels(graph).items() if var in graph.by_var}
+    unknown = [name for name in names if name not in by_label]
+    if unknown:
+        raise QConfigError(
+            f"{field} names {unknown}, which this model does not have (labels as the report names them, "
+            f"e.g. {sorted(by_label)[:3]})",
+            field=field,
+        )
+    return {by_label[name] for name in names}
+
+
 def partition(graph: Graph, qconfig: QConfig) -> Partition:
     result = Partition()
     layers: Counter[str] = Counter()
     norms = layer_norms(graph)
+    skipped = named_layers(graph, qconfig.skip_layers, "skip_layers")
     for node in graph.nodes:
         if node.op is None:
             continue
@@ -87,6 +102,8 @@ def partition(graph: Graph, qconfig: QConfig) -> Partition:
             result.reasons[node] = "excluded by qconfig (lut_activations: false)"
         elif layer is not None and skipped_layer(layer, result.layer_index[node], qconfig):
             result.reasons[node] = "skipped layer"
+        elif node in skipped:
+            result.reasons[node] = "skipped layer (skip_layers)"
         elif (why := rule.accepts(node)) is not None:
             result.reasons[node] = f"unsupported: {why}"
         elif (why := rule.keep_float(graph, node)) is not None:

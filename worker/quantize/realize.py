@@ -25,6 +25,21 @@ from worker.quantize.ops.base import TableInfo, Value
 from worker.quantize.qtensor import Emitter, QTensor, qmax, scale_for
 
 
+def quantize_weight(w: np.ndarray, qconfig: QConfig, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(integer levels as float64, scale shaped to broadcast against `w`: 1s except along the
+    per-channel axis) of a weight under the qconfig's weight_scale, per_channel and nbit_weight."""
+    axis = axis if qconfig.per_channel else None
+    scale = scale_for(weight_threshold(w, qconfig.weight_scale, axis), qconfig.nbit_weight)
+    if axis is None:
+        scale = scale.reshape(())
+    else:
+        shape = [1] * w.ndim
+        shape[axis] = w.shape[axis]
+        scale = scale.reshape(shape)
+    limit = qmax(qconfig.nbit_weight)
+    return np.clip(np.round(w / scale), -limit, limit), scale
+
+
 class Realizer:
     """Implements the RealizeContext that op rules use (see ops/base.py)."""
 
@@ -87,22 +102,9 @@ class Realizer:
         value = self.value(expr)
         return value if isinstance(value, QTensor) else self.as_input(expr)
 
-    def weight_scale(self, w: np.ndarray, axis: int | None) -> np.ndarray:
-        """Scale shaped to broadcast against `w` (1s except along the per-channel axis)."""
-        axis = axis if self.qconfig.per_channel else None
-        threshold = weight_threshold(w, self.qconfig.weight_scale, axis)
-        scale = scale_for(threshold, self.qconfig.nbit_weight)
-        if axis is None:
-            return scale.reshape(())
-        shape = [1] * w.ndim
-        shape[axis] = w.shape[axis]
-        return scale.reshape(shape)
-
     def as_weight(self, expr: relax.Expr, axis: int | None) -> QTensor:
         w = const_value(expr).astype(np.float64)
-        scale = self.weight_scale(w, axis)
-        limit = qmax(self.qconfig.nbit_weight)
-        q = np.clip(np.round(w / scale), -limit, limit)
+        q, scale = quantize_weight(w, self.qconfig, axis)
         self.weight_log.append(
             (f"weight{len(self.weight_log)}{list(w.shape)}", scale, self.qconfig.weight_scale)
         )
@@ -192,20 +194,29 @@ class Realizer:
             self.float_reasons[out.name] = self._reasons[node]
         return out
 
-    def build(self, outputs: Sequence[relax.Expr] | None = None) -> tvm.IRModule:
-        """The rewritten module; `outputs` replaces main's result (probes, per-layer debugging)."""
-        params = self.graph.params
-        with self.bb.function("main", params):
+    def build(
+        self,
+        outputs: Sequence[relax.Expr] | None = None,
+        *,
+        name: str = "main",
+        extra_params: Sequence[relax.Var] = (),
+    ) -> tvm.IRModule:
+        """The rewritten module; `outputs` replaces main's result (probes, per-layer debugging).
+        `name` and `extra_params` serve modules that take more than the model's inputs (the
+        search's parameterized simulation)."""
+        with self.bb.function(name, [*self.graph.params, *extra_params]):
             with self.bb.dataflow():
                 for node in self.graph.nodes:
                     self.env[node.var] = self.visit(node)
-                if outputs is None:
-                    result = self.float_value(self.value(self.graph.output))
-                else:
-                    result = relax.Tuple([self.float_value(self.value(o)) for o in outputs])
-                gv = self.bb.emit_output(result)
+                gv = self.bb.emit_output(self.result(outputs))
             self.bb.emit_func_output(gv)
         return with_functions_of(self.bb.get(), self.graph.module)
+
+    def result(self, outputs: Sequence[relax.Expr] | None) -> relax.Expr:
+        """What the function returns, once every node is visited."""
+        if outputs is None:
+            return self.float_value(self.value(self.graph.output))
+        return relax.Tuple([self.float_value(self.value(o)) for o in outputs])
 
     def layer_module(self, outputs: Sequence[relax.Expr]) -> tvm.IRModule:
         """The same quantized module returning the dequantized values of `outputs` (per-layer

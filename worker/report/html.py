@@ -24,6 +24,7 @@ from worker.report.schema import (
     Performance,
     Provenance,
     Report,
+    Search,
     Summary,
 )
 
@@ -427,6 +428,102 @@ def _provenance(p: Provenance) -> str:
     )
 
 
+def _search_chart(search: Search) -> str:
+    """Metric per trial (dots, green where the target holds), the target as a dashed line, the
+    built winner ringed."""
+    left, right, top, bottom, plot_w, plot_h = 70, 20, 16, 46, 760, 220
+    values = [t.metric for t in search.trials] + [search.target]
+    lo, hi = min(values), max(values)
+    pad = (hi - lo) * 0.08 or 0.05
+    lo, hi = lo - pad, hi + pad
+    count = max(len(search.trials) - 1, 1)
+
+    def x(i: int) -> float:
+        return left + plot_w * i / count
+
+    def y(v: float) -> float:
+        return top + plot_h * (hi - v) / (hi - lo)
+
+    parts = [
+        f'<line x1="{left}" y1="{y(search.target):.1f}" x2="{left + plot_w}" y2="{y(search.target):.1f}" '
+        f'stroke="#c93c3c" stroke-dasharray="5 4" /><text x="{left + plot_w}" y="{y(search.target) - 5:.1f}" '
+        f'text-anchor="end">target {search.target:.4g}</text>'
+    ]
+    for t in search.trials:
+        color = BAR_COLORS["good" if t.meets else "bad"]
+        title = f"trial {t.index} ({t.phase}): {t.metric:.5g}, {t.float_layers} float layer(s)"
+        parts.append(
+            f'<circle cx="{x(t.index):.1f}" cy="{y(t.metric):.1f}" r="5" fill="{color}">'
+            f"<title>{_e(title)}</title></circle>"
+        )
+    w = search.trials[search.winner]
+    parts.append(
+        f'<circle id="search-winner" cx="{x(w.index):.1f}" cy="{y(w.metric):.1f}" r="10" fill="none" '
+        f'stroke="#1d2330" stroke-width="2" /><text x="{x(w.index):.1f}" y="{y(w.metric) - 14:.1f}" '
+        'text-anchor="middle">winner</text>'
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#667" />'
+        f'<text x="{left}" y="{top + plot_h + 18}">0</text>'
+        f'<text x="{left + plot_w}" y="{top + plot_h + 18}" text-anchor="end">{len(search.trials) - 1}</text>'
+        f'<text class="axis-label" x="{left + plot_w / 2}" y="{top + plot_h + 36}" text-anchor="middle">'
+        "trial</text>"
+        f'<text class="axis-label" x="8" y="{top + 12}">{_e(search.metric)}</text>'
+    )
+    width, height = left + plot_w + right, top + plot_h + bottom
+    return (
+        f'<svg id="search-chart" xmlns="http://www.w3.org/2000/svg" width="100%" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="search metric per trial">'
+        f"{''.join(parts)}</svg>"
+    )
+
+
+def _search(search: Search | None) -> str:
+    if search is None:
+        return ""
+    verdict = "ok" if search.verdict == "met" else "bad"
+    built = "" if search.built_metric is None else f" The built winner scores {search.built_metric:.5g}."
+    rows = [
+        [
+            f"<b>{t.index}</b>" if t.index == search.winner else str(t.index),
+            _e(t.phase),
+            f"<code>{_e(json.dumps(t.delta, sort_keys=True))}</code>" if t.delta else "—",
+            f"{t.metric:.5g}",
+            "yes" if t.meets else "no",
+            str(t.float_layers),
+            _pct(t.integer_mac_share),
+            f"{t.seconds:.2f} s",
+        ]
+        for t in search.trials
+    ]
+    table = _table(
+        [
+            "Trial",
+            "Phase",
+            "Config delta",
+            _e(search.metric),
+            "Meets",
+            "Float layers",
+            "Integer MACs",
+            "Time",
+        ],
+        rows,
+        numeric=(3, 5, 6, 7),
+    )
+    blocking = (
+        f'<p class="note">Blocking: {", ".join(f"<code>{_e(b)}</code>" for b in search.blocking)}</p>'
+        if search.blocking
+        else ""
+    )
+    return (
+        f'<section id="search"><h2>Accuracy-target search</h2><div><span class="badge {verdict}">'
+        f"{_e(search.verdict)}</span></div><p>{_e(search.why)}.{_e(built)}</p>{blocking}"
+        f'<p class="sub">{_e(search.metric)} on {search.samples} {_e(search.source)} samples (output '
+        f"<code>{_e(search.output)}</code>), target {search.target:.5g}; {len(search.trials)} trials in "
+        f"{search.seconds:.1f} s on the simulated module, the winner (trial {search.winner}) built for real; "
+        f"its delta: <code>{_e(json.dumps(search.winner_delta, sort_keys=True))}</code>.</p>"
+        f'{_search_chart(search)}<div class="scroll">{table}</div></section>'
+    )
+
+
 def render_report_html(report: dict[str, Any]) -> str:
     """The whole page for one report dict (as stored in report.json)."""
     r = Report.model_validate(report)
@@ -434,6 +531,7 @@ def render_report_html(report: dict[str, Any]) -> str:
     body = "".join(
         [
             _summary(r.summary, r.integrality),
+            _search(r.search),
             _layers(r.accuracy),
             _accuracy(r.accuracy),
             _ops(r.integrality),

@@ -208,6 +208,58 @@ class Provenance(_Strict):
     tvmq_version: str
 
 
+class SearchTrial(_Strict):
+    index: int = Field(ge=0)
+    phase: str = Field(description='"single config", "per-tensor modes", "fallback", "bring back", ...')
+    delta: dict[str, Any] = Field(description="qconfig keys this trial sets differently from the user's")
+    metric: float
+    meets: bool
+    float_layers: int = Field(ge=0, description="layers kept float (skip_layers)")
+    integer_mac_share: float = Field(
+        ge=0.0, le=1.0, description="share of the MACs the trial runs in integers"
+    )
+    seconds: float = Field(ge=0.0)
+
+
+class SearchLayer(_Strict):
+    name: str
+    sqnr_db: float = Field(description="the layer alone on fake-quantized operands, against float")
+
+
+class Search(_Strict):
+    """The accuracy-target search: its trials on the simulated module, the winner built for real."""
+
+    metric: str
+    target: float = Field(description="the lowest metric value that meets tolerable_loss")
+    tolerable_loss: float
+    loss: str
+    output: str = Field(description="the model output the metric reads")
+    source: Literal["validation", "held_out", "calibration"] = Field(
+        description="the feeds scored: the validation upload, the held-out calibration samples, or (too "
+        "few samples to hold any out) the calibration samples themselves"
+    )
+    samples: int = Field(ge=0)
+    knobs: list[str]
+    verdict: Literal["met", "missed", "unreachable_integral"]
+    why: str
+    blocking: list[str] = Field(description="layers that block the target (the most sensitive first)")
+    stopped: str | None = Field(None, description="max_trials or timeout_s, when the budget ended the search")
+    trials: list[SearchTrial]
+    winner: int = Field(ge=0, description="index of the trial that was built")
+    winner_delta: dict[str, Any]
+    built_metric: float | None = Field(None, description="the metric of the built artifact on the same feeds")
+    built_meets: bool | None = None
+    winner_latency_ms: float | None = Field(None, ge=0.0, description="the built winner's median latency")
+    sensitivity: list[SearchLayer] = Field(description="per-layer SQNR alone, most sensitive first")
+    seconds: float = Field(ge=0.0)
+
+    @model_validator(mode="after")
+    def _winner_exists(self) -> Search:
+        if self.winner >= len(self.trials):
+            raise ValueError(f"winner {self.winner} is not one of the {len(self.trials)} trials")
+        return self
+
+
 class Summary(_Strict):
     fully_integral: bool
     cosine: float = Field(ge=-1.0, le=1.0, description="the worst output's")
@@ -251,6 +303,7 @@ class Report(_Strict):
     performance: Performance
     calibration: Calibration
     provenance: Provenance
+    search: Search | None = None
 
     @model_validator(mode="after")
     def _summary_matches(self) -> Report:

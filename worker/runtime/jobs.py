@@ -138,8 +138,11 @@ class Job(BaseModel):
     run_by: str = ""  # host:pid of the process running (or that last ran) the job
     qconfig: str = ""
     has_calibration: bool = False
+    has_validation: bool = False
     model_name: str = ""
     owner: str = ""
+    #: the latest search trial (trial, of, phase, metric, meets, best) while and after a search runs
+    trial: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
@@ -149,6 +152,9 @@ class Job(BaseModel):
     def from_hash(cls, data: dict[str, str]) -> Job:
         clean: dict[str, Any] = {k: v for k, v in data.items() if v != ""}
         clean["has_calibration"] = clean.get("has_calibration") == "1"
+        clean["has_validation"] = clean.get("has_validation") == "1"
+        if "trial" in clean:
+            clean["trial"] = json.loads(clean["trial"])
         return cls.model_validate(clean)
 
 
@@ -205,7 +211,14 @@ class JobStore:
         return f"{self.prefix}:owner:{owner}:jobs"
 
     def create(
-        self, job_id: str, *, qconfig: str, has_calibration: bool, model_name: str, owner: str = ""
+        self,
+        job_id: str,
+        *,
+        qconfig: str,
+        has_calibration: bool,
+        model_name: str,
+        owner: str = "",
+        has_validation: bool = False,
     ) -> Job:
         now = time.time()
         fields = {
@@ -219,6 +232,7 @@ class JobStore:
             "dispatch": 1,
             "qconfig": qconfig,
             "has_calibration": "1" if has_calibration else "0",
+            "has_validation": "1" if has_validation else "0",
             "model_name": model_name,
             "owner": owner,
         }
@@ -249,9 +263,15 @@ class JobStore:
         attempt = int(self._start(keys=[self.key(job_id), self.active_key], args=args))
         return attempt if attempt > 0 else None
 
-    def progress(self, job_id: str, attempt: int, stage: str, percent: int) -> bool:
-        """Record a stage; False when this run is no longer the job's current one (e.g. cancelled)."""
-        return self._update_if_current(job_id, attempt, {"stage": stage, "progress": percent})
+    def progress(
+        self, job_id: str, attempt: int, stage: str, percent: int, trial: dict[str, Any] | None = None
+    ) -> bool:
+        """Record a stage (and a search trial); False when this run is no longer the job's current
+        one (e.g. cancelled)."""
+        fields: dict[str, Any] = {"stage": stage, "progress": percent}
+        if trial is not None:
+            fields["trial"] = json.dumps(trial)
+        return self._update_if_current(job_id, attempt, fields)
 
     def heartbeat(self, job_id: str, attempt: int) -> bool:
         """This run is alive; False when it is no longer the job's current one."""

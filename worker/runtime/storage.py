@@ -16,6 +16,7 @@ JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 MODEL_FILE = "model.onnx"
 CALIBRATION_FILE = "calibration.npz"
+VALIDATION_FILE = "validation.npz"
 ARTIFACT_FILE = "model.so"
 REPORT_FILE = "report.json"
 
@@ -45,6 +46,9 @@ class BlobStore:
 
     def calibration_path(self, job_id: str) -> Path:
         return self.input_dir(job_id) / CALIBRATION_FILE
+
+    def validation_path(self, job_id: str) -> Path:
+        return self.input_dir(job_id) / VALIDATION_FILE
 
     def artifact_path(self, job_id: str) -> Path:
         return self.output_dir(job_id) / ARTIFACT_FILE

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from worker.errors import QuantizeError
 from worker.qconfig import parse_qconfig
 from worker.runtime.celery_app import TASK_NAME, make_celery
-from worker.runtime.jobs import MEMORY_CODE, TIMEOUT_CODE, JobStore
+from worker.runtime.jobs import MEMORY_CODE, TIMEOUT_CODE, Job, JobStore
 from worker.runtime.settings import Settings, get_settings
 from worker.runtime.stack import die_with_parent
 from worker.runtime.storage import BlobStore
@@ -81,16 +81,16 @@ def execute_job(
     try:
         with watched_run(beat, settings.job_soft_time_limit, settings.job_heartbeat) as watch:
 
-            def progress(stage: str, percent: int) -> None:
+            def progress(stage: str, percent: int, trial: dict[str, Any] | None = None) -> None:
                 watch.check()
                 try:
-                    current = jobs.progress(job_id, attempt, stage, int(percent))
+                    current = jobs.progress(job_id, attempt, stage, int(percent), trial)
                 except RedisError as exc:
                     raise StoreUnreachable(str(exc)) from None
                 if not current:
                     raise JobCancelled(job_id)
 
-            outcome = _run_pipeline(job_id, job.qconfig, job.has_calibration, blobs, progress)
+            outcome = _run_pipeline(job_id, job, blobs, progress)
     except JobTimeLimit as exc:
         outcome = _failed(TIMEOUT_CODE, exc.message)
     except JobCancelled:
@@ -110,9 +110,7 @@ def execute_job(
     return {"job_id": job_id, "ran": True, "recorded": recorded, **outcome}
 
 
-def _run_pipeline(
-    job_id: str, qconfig: str, has_calibration: bool, blobs: BlobStore, progress: Any
-) -> dict[str, Any]:
+def _run_pipeline(job_id: str, job: Job, blobs: BlobStore, progress: Any) -> dict[str, Any]:
     """The outcome of one pipeline run; a JobStopped goes through to the caller."""
     try:
         keep_control_flow_through_tvm()
@@ -120,10 +118,11 @@ def _run_pipeline(
 
         run_pipeline(
             blobs.model_path(job_id),
-            blobs.calibration_path(job_id) if has_calibration else None,
-            parse_qconfig(qconfig),
+            blobs.calibration_path(job_id) if job.has_calibration else None,
+            parse_qconfig(job.qconfig),
             blobs.fresh_output_dir(job_id),
             progress,
+            validation_path=blobs.validation_path(job_id) if job.has_validation else None,
         )
         if not blobs.artifact_path(job_id).is_file():
             return _failed("E_INTERNAL", "the pipeline finished without writing model.so; please report it")
