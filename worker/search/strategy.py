@@ -8,14 +8,16 @@
    first: 1, 2, 4, ... of them until the target holds, then bisection to the fewest.
 4. bring back: each fallen-back layer is quantized again if the target still holds without it.
 5. speed: 7-bit weights, where the int8 kernels run them faster (AVX2's int16 pairs).
-With `fully_integral` a layer may fall back only at an edge of the integer core (all the layers
-before it, or all after it, already float); when none is left the target is unreachable while
-integral. Every phase is bounded, so the search ends: with the winner, or with a verdict naming
+With `fully_integral` the fewest float layers found must all sit at an edge of the integer core
+(every layer before one, or every layer after it, float too); otherwise the target is unreachable
+while integral, the verdict names the interior layers it needs float, and the best integral trial
+is built. Every phase is bounded, so the search ends: with the winner, or with a verdict naming
 the layers that block the target.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -68,22 +70,22 @@ class _Search:
         self.graph = trials.graph
         self.names = labels(trials.graph)
         self.base = Config.of(trials.base)
-        self.winner: Trial | None = None
+        #: the preferred trial that meets the target (fewest float layers), integral or not
+        self.minimal: Trial | None = None
         self.ranking: list[tuple[Node, float]] = []
-        self.blocked: list[str] = []
         self.tried: dict[Config, Trial] = {}
 
     def run(self) -> Outcome:
         stopped = None
         try:
             current = self.singles()
-            if self.winner is None and "tensor_calibrate_mode" in self.knobs:
+            if self.minimal is None and "tensor_calibrate_mode" in self.knobs:
                 current = self.per_tensor(current)
-            if self.winner is None and "fallback" in self.knobs:
+            if self.minimal is None and "fallback" in self.knobs:
                 self.fallback(current)
-            if self.winner is not None and self.winner.config.float_layers:
+            if self.minimal is not None and self.minimal.config.float_layers:
                 self.bring_back()
-            if self.winner is not None and self.narrow_faster and "weight_bits" in self.knobs:
+            if self.minimal is not None and self.narrow_faster and "weight_bits" in self.knobs:
                 self.narrow()
         except Stop as stop:
             stopped = stop.why
@@ -91,12 +93,14 @@ class _Search:
 
     # -- phases ----------------------------------------------------------------------------------
     def _try(self, config: Config, phase: str) -> Trial:
-        """Score a config once (a phase may reach one an earlier phase tried)."""
+        """Score a config once (a phase may reach one an earlier phase tried); the user's own
+        config is always scored, whatever the budget, so there is always a trial to build."""
         if config in self.tried:
             return self.tried[config]
-        trial = self.tried[config] = self.trials.evaluate(config, phase)
-        if trial.meets and (self.winner is None or _preferred(trial, self.winner)):
-            self.winner = trial
+        trial = self.trials.evaluate(config, phase, budget=bool(self.tried))
+        self.tried[config] = trial
+        if trial.meets and (self.minimal is None or _preferred(trial, self.minimal)):
+            self.minimal = trial
         return trial
 
     def singles(self) -> Trial:
@@ -143,98 +147,93 @@ class _Search:
         return trial if trial.metric > current.metric else current
 
     def fallback(self, current: Trial) -> None:
+        """The most sensitive layers float: 1, 2, 4, ... of them until the target holds, then
+        bisection between the last count that missed and the first that met."""
         self.ranking = self.trials.sensitivity(current.config)
         ranked = [self.names[n.var] for n, _ in self.ranking]
-        if self.fully_integral:
-            self._peel(current.config, ranked)
-            return
         config, fixed = current.config, current.config.float_layers
+
+        def meets(k: int) -> bool:
+            return self._try(config.with_(float_layers=(*fixed, *ranked[:k])), "fallback").meets
+
         lo, hi, k = 0, None, 1
         while k <= len(ranked):
-            if self._try(config.with_(float_layers=(*fixed, *ranked[:k])), "fallback").meets:
+            if meets(k):
                 hi = k
                 break
             lo = k
             if k == len(ranked):
                 break
             k = min(2 * k, len(ranked))
-        if hi is None:
-            return
-        while hi - lo > 1:
+        while hi is not None and hi - lo > 1:
             mid = (lo + hi) // 2
-            if self._try(config.with_(float_layers=(*fixed, *ranked[:mid])), "fallback").meets:
-                hi = mid
-            else:
-                lo = mid
-
-    def _peel(self, config: Config, ranked: list[str]) -> None:
-        """fully_integral: the most sensitive layer at an edge of the integer core, one at a time."""
-        edges = _Edges(self.graph, [n for n, _ in self.ranking], self.names)
-        fallen = list(config.float_layers)
-        while True:
-            open_ = [label for label in ranked if label not in fallen and edges.at_edge(label, fallen)]
-            if not open_:
-                self.blocked = [label for label in ranked if label not in fallen]
-                return
-            fallen.append(open_[0])
-            if self._try(config.with_(float_layers=tuple(fallen)), "fallback (core edge)").meets:
-                return
+            hi, lo = (mid, lo) if meets(mid) else (hi, mid)
 
     def bring_back(self) -> None:
         """Quantize again every fallen-back layer the target does not need, least sensitive first."""
-        winner = self.winner
         own = set(self.base.float_layers)
-        edges = _Edges(self.graph, [n for n, _ in self.ranking], self.names) if self.fully_integral else None
-        for label in reversed(winner.config.float_layers):
-            if label in own:
-                continue
-            rest = tuple(x for x in self.winner.config.float_layers if x != label)
-            if edges is not None and not all(edges.at_edge(x, list(rest)) for x in rest if x not in own):
-                continue
-            self._try(self.winner.config.with_(float_layers=rest), "bring back")
+        for label in reversed(self.minimal.config.float_layers):
+            if label not in own:
+                rest = tuple(x for x in self.minimal.config.float_layers if x != label)
+                self._try(self.minimal.config.with_(float_layers=rest), "bring back")
 
     def narrow(self) -> None:
         """7-bit weights keep every pair on the fast path of saturating kernels: faster, so a
         winner at 7 bits beats one at 8 that is otherwise the same."""
-        if self.winner.config.nbit_weight > 7:
-            trial = self._try(self.winner.config.with_(nbit_weight=7), "7-bit weights")
-            if trial.meets:
-                self.winner = trial
+        if self.minimal.config.nbit_weight > 7:
+            trial = self._try(self.minimal.config.with_(nbit_weight=7), "7-bit weights")
+            if trial.meets and trial.float_layers == self.minimal.float_layers:
+                self.minimal = trial
 
     # -- the end ---------------------------------------------------------------------------------
     def outcome(self, stopped: str | None) -> Outcome:
         spec = self.trials.spec
         target = metrics.target(spec)
-        sensitivity = [(self.names[n.var], round(s, 3)) for n, s in self.ranking]
-        if self.winner is not None:
-            w = self.winner
+        interior = self._interior(self.minimal) if self.fully_integral and self.minimal else []
+        if self.minimal is not None and not interior:
+            w = self.minimal
             why = (
                 f"{spec.metric} {w.metric:.4g} meets the target {target:.4g} with "
                 f"{w.float_layers} float layer(s) and {w.integer_mac_share:.1%} of the MACs in integers"
             )
             if stopped:
                 why += f"; the search stopped early ({stopped})"
-            return Outcome(w, "met", why, [], sensitivity, stopped)
-        best = self.trials.best
-        if self.fully_integral and self.blocked:
-            blocking = self.blocked[:BLOCKING_SHOWN]
+            return Outcome(w, "met", why, [], self._sensitivity(), stopped)
+        if interior:
+            best = self._best_integral()
             why = (
-                f"the target {spec.metric} >= {target:.4g} is unreachable while fully integral: with every "
-                f"layer at an edge of the integer core float, {spec.metric} is {best.metric:.4g}; the most "
-                f"sensitive layers inside the core block it: {', '.join(blocking)}"
+                f"the target {spec.metric} >= {target:.4g} is unreachable while fully integral: it needs "
+                f"{', '.join(interior)} float, inside the integer core (fallback is allowed only where all "
+                f"the layers before, or all after, are float); built instead: the best integral trial, "
+                f"{spec.metric} {best.metric:.4g}"
             )
-            return Outcome(best, "unreachable_integral", why, blocking, sensitivity, stopped)
-        still = [label for label, _ in sensitivity if label not in best.config.float_layers]
-        if not still and not stopped:
-            still = [self.names[n.var] for n in best.quantized if n in set(self.trials.sim.layout.layers)]
-        blocking = still[:BLOCKING_SHOWN]
+            return Outcome(best, "unreachable_integral", why, interior, self._sensitivity(), stopped)
+        best = self.trials.best
+        if not self.ranking:
+            with contextlib.suppress(Stop):  # to name the blockers (not a trial); the clock bounds it
+                self.ranking = self.trials.sensitivity(best.config)
+        blocking = [label for label, _ in self._sensitivity() if label not in best.config.float_layers]
+        blocking = blocking[:BLOCKING_SHOWN]
         why = (
             f"the target {spec.metric} >= {target:.4g} was not reached"
             + (f" ({stopped})" if stopped else "")
             + f": the best trial gives {best.metric:.4g}"
             + (f"; the most sensitive layers still quantized: {', '.join(blocking)}" if blocking else "")
         )
-        return Outcome(best, "missed", why, blocking, sensitivity, stopped)
+        return Outcome(best, "missed", why, blocking, self._sensitivity(), stopped)
+
+    def _sensitivity(self) -> list[tuple[str, float]]:
+        return [(self.names[n.var], round(s, 3)) for n, s in self.ranking]
+
+    def _interior(self, trial: Trial) -> list[str]:
+        """The trial's float layers that sit inside the integer core (its float set as a whole)."""
+        edges = _Edges(self.graph, self.trials.sim.layout.layers, self.names)
+        fallen = set(trial.config.float_layers)
+        return [label for label in trial.config.float_layers if not edges.at_edge(label, fallen)]
+
+    def _best_integral(self) -> Trial:
+        integral = [t for t in self.trials.records if not self._interior(t)] or self.trials.records
+        return max(integral, key=lambda t: (t.meets, t.metric))
 
 
 def _preferred(a: Trial, b: Trial) -> bool:
@@ -264,9 +263,8 @@ class _Edges:
         self.up = {names[n.var]: {names[u.var] for u in upstream[n]} for n in layers}
         self.down = {label: {x for x, ups in self.up.items() if label in ups} for label in self.up}
 
-    def at_edge(self, label: str, fallen: list[str]) -> bool:
-        done = set(fallen)
-        return self.up[label] <= done or self.down[label] <= done
+    def at_edge(self, label: str, fallen: set[str]) -> bool:
+        return self.up.get(label, set()) <= fallen or self.down.get(label, set()) <= fallen
 
 
 def _producers(graph: Graph, node: Node) -> list[Node]:

@@ -119,7 +119,7 @@ class Trials:
         batch: int,
         output: int,
         on_trial: Callable[[Trial, Trial], None] = lambda trial, best: None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.spec = spec
         self.base = base
@@ -131,8 +131,8 @@ class Trials:
         self.batch = batch
         self.output = output
         self.on_trial = on_trial
-        self.clock = clock
-        self.deadline = clock() + spec.timeout_s
+        self.clock = clock or time.monotonic
+        self.deadline = self.clock() + spec.timeout_s
         self.names = labels(graph)
         self.records: list[Trial] = []
         self.best: Trial | None = None
@@ -171,8 +171,11 @@ class Trials:
         return sum(self._macs[n] for n in quantized) / self._total_macs
 
     # -- running ---------------------------------------------------------------------------------
-    def evaluate(self, config: Config, phase: str) -> Trial:
-        self._check_budget()
+    def evaluate(self, config: Config, phase: str, budget: bool = True) -> Trial:
+        """Score one config; `budget` False (the user's own config, trial 0) runs it whatever the
+        budget says, so a search always has a trial to build."""
+        if budget:
+            self._check_budget()
         started = self.clock()
         thresholds = self.thresholds(config)
         quantized = self.quantized(config, thresholds)
@@ -180,7 +183,8 @@ class Trials:
         outs = []
         for feed in self.feeds:
             outs.append(self.sim.run(feed, params)[self.output])
-            self.check_time()
+            if budget:
+                self.check_time()
         value = metrics.score(self.spec, self.reference, outs, self.batch)
         trial = Trial(
             index=len(self.records),
