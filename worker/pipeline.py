@@ -76,7 +76,7 @@ class _Stages:
     """Reports stage starts to the progress callback and times each stage."""
 
     def __init__(self, progress: Progress | None) -> None:
-        self.progress = progress or (lambda stage, percent: None)
+        self.progress = progress or (lambda stage, percent, detail=None: None)
         self.percent = dict(STAGES)
         self.seconds: dict[str, float] = {}
         self._current: tuple[str, float] | None = None
