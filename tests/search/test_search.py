@@ -43,7 +43,7 @@ def test_target_met_by_keeping_the_sensitive_layer_float(fallback_run):
     # what was built is the winner: its qconfig in the provenance, the layer float in the IR
     assert fallback_run.report["provenance"]["qconfig"]["skip_layers"] == [models.layer(2)]
     reasons = {op["reason"] for op in fallback_run.report["integrality"]["ops"] if op["macs"]}
-    assert "skipped layer" in reasons
+    assert "skipped layer (skip_layers)" in reasons
 
 
 def test_report_has_the_search_section_and_its_chart(fallback_run):
@@ -127,13 +127,12 @@ def test_job_record_shows_progress_per_trial(live):
         data={"qconfig": json.dumps(qconfig)},
     )
     assert response.status_code == 202, response.text
-    job_id = response.json()["id"]
+    job_id = response.json()["job_id"]
     seen = []
     deadline = time.monotonic() + 900
     while (job := client.get(f"/jobs/{job_id}").json())["state"] not in {"succeeded", "failed"}:
         assert time.monotonic() < deadline, f"job still {job['state']} ({job['stage']})"
-        if job["trial"] is not None and (not seen or seen[-1] != job["trial"]["trial"]):
-            assert job["stage"] == "search"
+        if job["stage"] == "search" and job["trial"] and (not seen or seen[-1] != job["trial"]["trial"]):
             seen.append(job["trial"]["trial"])
         time.sleep(0.05)
     job = wait_for(client, job_id, {"succeeded"})
