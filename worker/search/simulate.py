@@ -28,6 +28,7 @@ import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax import op as R
+from tvm.relax.utils import copy_with_new_vars
 
 from worker.qconfig import QConfig
 from worker.quantize.annotate import Annotation, operands
@@ -226,7 +227,8 @@ class Simulation:
         sens = _Sensitivity(graph, qconfig, self.layout).build(
             name="sensitivity", extra_params=self.layout.params
         )
-        mod["sensitivity"] = sens["sensitivity"]
+        # its own parameter vars: a var bound in two functions fails the well-formed check
+        mod["sensitivity"] = copy_with_new_vars(sens["sensitivity"])
         self.vm = run(mod)
         self._float_weights = [
             const_value(s.node.call.args[s.arg]).astype(np.float32) for s in self.layout.slots
