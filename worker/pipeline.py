@@ -21,7 +21,7 @@ from worker.qconfig import QConfig
 if TYPE_CHECKING:  # the stages import TVM when they run, after "load" is reported
     import tvm
 
-    from worker.frontend import CalibrationSet, ModelInput, Upload
+    from worker.frontend import CalibrationSet, ModelInput, Pin, Upload
     from worker.quantize.annotate import Annotation
     from worker.quantize.calibrate import CalibrationResult, Runner
     from worker.quantize.graph import Graph
@@ -153,7 +153,9 @@ def run_pipeline(
     stages.start("verify")
     sections = _verify(prepared, realized, cal, built, qconfig, run, found)
     stages.finish()
-    provenance = _provenance(Path(model_path), calibration_path, built, qconfig, target_spec, target, stages)
+    provenance = _provenance(
+        Path(model_path), calibration_path, built, qconfig, target_spec, target, stages, imported.pins
+    )
     report_path, report = _write_report(sections, provenance, qconfig, out_dir)
     return PipelineResult(built.artifact, report_path, realized.script, report)
 
@@ -166,6 +168,8 @@ class _Imported:
     shapes: dict[str, tuple[int, ...]]
     inputs: list[ModelInput]
     output_names: list[str]
+    #: integer inputs the model was specialised to (an If on them resolved); main refuses others
+    pins: list[Pin] = field(default_factory=list)
 
 
 @dataclass
@@ -238,8 +242,9 @@ def _import(upload: Upload) -> _Imported:
     from worker import frontend
 
     shapes = frontend.fixed_input_shapes(upload.model, upload.calibration)
-    mod = frontend.import_relax(frontend.simplify(upload.model, shapes), shapes)
-    return _Imported(mod, shapes, upload.inputs, frontend.output_names(upload.model))
+    model, pins = frontend.specialize(upload.model, upload.calibration)
+    mod = frontend.import_relax(frontend.simplify(model, shapes), shapes)
+    return _Imported(mod, shapes, upload.inputs, frontend.output_names(upload.model), pins)
 
 
 def _optimize(imported: _Imported, upload: Upload, qconfig: QConfig) -> _Prepared:
@@ -348,9 +353,13 @@ def _conversions(realized: _Realized, qconfig: QConfig) -> tvm.IRModule:
 
 def _build(final: tvm.IRModule, prepared: _Prepared, target: tvm.target.Target, out_dir: Path) -> _Built:
     from worker.build import compile_module, export
+    from worker.frontend.guard import guard_pins
 
-    artifact = export(compile_module(final, target), out_dir / "model.so")
-    float_artifact = export(compile_module(prepared.mod, target), out_dir / "float_model.so")
+    pins = prepared.imported.pins  # the artifacts refuse values they were not specialised to
+    artifact = export(compile_module(guard_pins(final, pins), target), out_dir / "model.so")
+    float_artifact = export(
+        compile_module(guard_pins(prepared.mod, pins), target), out_dir / "float_model.so"
+    )
     return _Built(artifact, float_artifact)
 
 
@@ -425,11 +434,12 @@ def _provenance(
     target_spec: dict[str, Any],
     target: tvm.target.Target,
     stages: _Stages,
+    pins: list[Pin],
 ) -> Provenance:
     from tvm import __version__ as tvm_version
 
     from worker.build import faster_native_isa, int8_isa
-    from worker.report.schema import Provenance
+    from worker.report.schema import Provenance, Specialization
 
     return Provenance(
         model_sha256=_sha256(model_path),
@@ -443,6 +453,9 @@ def _provenance(
         stage_seconds=stages.seconds,
         created_at=datetime.now(UTC),
         tvmq_version=_version(),
+        specialized_inputs=[
+            Specialization(input=p.input, value=p.value, branches=list(p.branches)) for p in pins
+        ],
     )
 
 

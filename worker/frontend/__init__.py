@@ -1,7 +1,9 @@
 """The ONNX front door: everything between a user's files and a Relax module.
 
 model → ops (refuse what nobody converts) → calibration (the data contract) → shapes (fix every
-input shape) → simplify → importer (our rewrites of ops TVM lacks, then TVM's from_onnx).
+input shape) → specialize (an If on a constant integer input becomes its taken branch; `guard`
+makes the artifact refuse other values) → simplify → importer (our rewrites of ops TVM lacks,
+then TVM's from_onnx).
 `upload.open_upload` is the upload contract shared by the API and the pipeline.
 
 TVM-free at import (the service imports this package); only `import_relax` loads TVM.
@@ -21,6 +23,7 @@ from worker.frontend.model import (
 from worker.frontend.ops import SUPPORTED_OPS, check_supported_ops, unsupported_ops
 from worker.frontend.shapes import fixed_input_shapes
 from worker.frontend.simplify import simplify
+from worker.frontend.specialize import Pin, specialize
 from worker.frontend.upload import Upload, open_upload, require_calibration
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "CalibrationSet",
     "Dims",
     "ModelInput",
+    "Pin",
     "Upload",
     "check_supported_ops",
     "fixed_input_shapes",
@@ -41,5 +45,6 @@ __all__ = [
     "output_names",
     "require_calibration",
     "simplify",
+    "specialize",
     "unsupported_ops",
 ]

@@ -162,6 +162,13 @@ class CalibrationSet:
         return CalibrationSet(self._store, self.inputs, self.layout, self.shapes, self.batch, start, stop)
 
     # -- values -----------------------------------------------------------------------------------
+    def values(self, name: str) -> np.ndarray:
+        """Every sample of one input stacked on a new axis 0 (per-sample) or as stored (stacked);
+        meant for small inputs (a sample rate, a flag): it reads them all."""
+        if self.layout == "stacked":
+            return self._store.stacked(name)[self._start : self._stop]
+        return np.stack([self._store.source.read(f"{k}/{name}") for k in range(self._start, self._stop)])
+
     def check_values(self) -> None:
         """Read every array once: floats must be finite in the model's dtype, integers in its range."""
         if self.layout == "stacked":

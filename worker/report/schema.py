@@ -190,6 +190,14 @@ class Calibration(_Strict):
     tensors: list[TensorCalibration]
 
 
+class Specialization(_Strict):
+    """An integer input the artifact was specialised to (worker/frontend/specialize.py)."""
+
+    input: str
+    value: int = Field(description="the only value the artifact accepts; any other fails the call")
+    branches: list[str] = Field(description="the If nodes it resolved, with the branch kept")
+
+
 class Provenance(_Strict):
     model_sha256: Sha256
     calibration_sha256: Sha256 | None = None
@@ -206,6 +214,11 @@ class Provenance(_Strict):
     stage_seconds: dict[str, float] = Field(description="wall time of each pipeline stage")
     created_at: datetime
     tvmq_version: str
+    specialized_inputs: list[Specialization] = Field(
+        default_factory=list,
+        description="If branches chosen by an integer input whose every calibration sample had one "
+        "value; the artifact refuses any other value of that input at run time",
+    )
 
 
 class SearchTrial(_Strict):
