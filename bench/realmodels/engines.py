@@ -187,7 +187,8 @@ def tvm_runner(artifact: Path, input_names: list[str]) -> Runner:
     main = vm["main"]
 
     def run(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        out = main(*[tvm.runtime.tensor(np.ascontiguousarray(feed[name])) for name in input_names])
+        # np.require keeps a 0-d feed 0-d (np.ascontiguousarray makes it 1-d: silero's sr)
+        out = main(*[tvm.runtime.tensor(np.require(feed[name], requirements="C")) for name in input_names])
         return [out.numpy()] if isinstance(out, tvm.runtime.Tensor) else [o.numpy() for o in out]
 
     return run

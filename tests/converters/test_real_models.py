@@ -4,6 +4,7 @@ and silero-vad (conv + LSTM cells inside If branches, a state input and a scalar
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -13,8 +14,8 @@ import pytest
 from tests.converters.wheels import wheel_model
 from worker.converters import CONVERTED_OPS, rewrite
 from worker.converters.scope import all_graphs
-from worker.errors import ModelImportError, UnsupportedOpError
-from worker.frontend import import_relax, simplify
+from worker.frontend import CalibrationSet, import_relax, model_inputs, simplify, specialize
+from worker.frontend.guard import guard_pins
 
 SILERO = ("silero-vad", "6.2.3")
 STATE = (2, 1, 128)
@@ -25,12 +26,16 @@ def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarra
     return sess.run(None, feeds)
 
 
-def _build_and_run(mod, feeds: list[np.ndarray]) -> list[np.ndarray]:
+def _vm(mod) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
     import tvm
 
     vm = tvm.relax.VirtualMachine(tvm.compile(mod, tvm.target.Target({"kind": "llvm"})), tvm.cpu())
-    out = vm["main"](*(tvm.runtime.tensor(x) for x in feeds))
-    return [out.numpy()] if isinstance(out, tvm.runtime.Tensor) else [o.numpy() for o in out]
+
+    def run(feeds: list[np.ndarray]) -> list[np.ndarray]:
+        out = vm["main"](*(tvm.runtime.tensor(x) for x in feeds))
+        return [out.numpy()] if isinstance(out, tvm.runtime.Tensor) else [o.numpy() for o in out]
+
+    return run
 
 
 def _max_error(got: list[np.ndarray], want: list[np.ndarray]) -> float:
@@ -56,7 +61,7 @@ def test_ddddocr_recognizer_rewritten_imports_and_builds(ddddocr):
     image = np.random.default_rng(0).uniform(-1, 1, shapes["input1"]).astype(np.float32)
     want = _run(ddddocr, {"input1": image})
     assert _max_error(_run(rewritten, {"input1": image}), want) < 1e-4
-    assert _max_error(_build_and_run(import_relax(simple, shapes), [image]), want) < 1e-4
+    assert _max_error(_vm(import_relax(simple, shapes))([image]), want) < 1e-4
 
 
 def _silero_feeds(rate: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -80,11 +85,8 @@ def test_silero_cells_rewritten_inside_their_if_branches():
 
 
 def test_silero_16k_rewritten_imports_and_builds():
-    """The 16 kHz export (no If on the sample rate) through import_relax to a float build.
-
-    The shapes are pinned with onnxslim here, leaving the scalar `sr` out: the frontend's own
-    simplify cannot pin a scalar input yet (see the xfail below).
-    """
+    """The 16 kHz export (no If on the sample rate) through import_relax to a float build, its
+    shapes pinned with onnxslim directly (the scalar `sr` left out, as frontend.simplify does)."""
     import onnxslim
 
     model = wheel_model(*SILERO, "silero_vad/data/silero_vad_16k_op15.onnx")
@@ -92,16 +94,21 @@ def test_silero_16k_rewritten_imports_and_builds():
     assert [vi.name for vi in simple.graph.input] == ["input", "state", "sr"]
     feeds = _silero_feeds(16000)
     mod = import_relax(simple, {"input": (1, 512), "state": STATE, "sr": ()})
-    assert _max_error(_build_and_run(mod, list(feeds.values())), _run(model, feeds)) < 1e-4
+    assert _max_error(_vm(mod)(list(feeds.values())), _run(model, feeds)) < 1e-4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(ModelImportError, UnsupportedOpError),
-    reason="frontend.simplify pins every input but the scalar sr; TVM's importer then fails inside the "
-    "If on sr (a MatMul of a (1, 1, 1, 128, 2) operand against (128, 512))",
-)
 def test_silero_imports_through_the_frontend():
+    """The whole front door on the If model, as the pipeline runs it: calibration at 16 kHz
+    specialises the If on sr (its 8 kHz branch does not type-check for 16 kHz chunks), the build
+    matches ONNX Runtime and refuses another sample rate."""
     model = wheel_model(*SILERO, "silero_vad/data/silero_vad.onnx")
-    shapes = {"input": (1, 512), "state": STATE, "sr": ()}
-    import_relax(simplify(model, shapes), shapes)
+    feeds = _silero_feeds(16000)
+    calibration = CalibrationSet.from_arrays({f"0/{k}": v for k, v in feeds.items()}, model_inputs(model))
+    special, pins = specialize(model, calibration)
+    assert [(p.input, p.value) for p in pins] == [("sr", 16000)]
+    shapes = calibration.shapes
+    mod = guard_pins(import_relax(simplify(special, shapes), shapes), pins)
+    run = _vm(mod)
+    assert _max_error(run(list(feeds.values())), _run(model, feeds)) < 1e-4
+    with pytest.raises(AssertionError, match="input 'sr' must be 16000"):
+        run([feeds["input"], feeds["state"], np.array(8000, np.int64)])

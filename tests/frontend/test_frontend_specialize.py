@@ -93,3 +93,16 @@ def test_the_pipeline_records_the_pin_and_the_artifact_refuses_other_values(tmp_
     for artifact in (result.artifact, tmp_path / "out" / "float_model.so"):
         with pytest.raises(AssertionError, match="input 'sr' must be 16000"):
             run_artifact(artifact, [x, np.array(8000, np.int64)])
+
+
+def test_a_one_element_rate_tensor_is_pinned_and_guarded_too():
+    model = rate_switch_model()
+    model.graph.input[1].type.tensor_type.shape.dim.add().dim_value = 1  # sr: (1,)
+    feeds = {"0/x": np.ones(SHAPES["x"], np.float32), "0/sr": np.array([16000], np.int64)}
+    special, pins = specialize(model, CalibrationSet.from_arrays(feeds, model_inputs(model)))
+    assert [(p.input, p.value, p.shape) for p in pins] == [("sr", 16000, (1,))]
+    shapes = {"x": SHAPES["x"], "sr": (1,)}
+    run = _build(guard_pins(import_relax(simplify(special, shapes), shapes), pins))
+    run(feeds["0/x"], [16000])
+    with pytest.raises(AssertionError, match="got \\[8000\\]"):
+        run(feeds["0/x"], [8000])

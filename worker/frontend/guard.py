@@ -35,13 +35,14 @@ def guard_pins(mod: tvm.IRModule, pins: Sequence[Pin]) -> tvm.IRModule:
             raise InternalError(f"pinned input '{pin.input}' is not a parameter of main")
         param = params[pin.input]
         same = relax.Var(f"{pin.input}_is_pinned", relax.TensorType((), "bool"))
-        equal = R.equal(param, relax.const(pin.value, pin.dtype))
+        scalar = R.reshape(param, ()) if pin.shape else param  # a pin holds one element
+        equal = R.equal(scalar, relax.const(pin.value, pin.dtype))
         message = (
             f"input '{pin.input}' must be {pin.value}: this artifact was specialised to that value "
             f"(every calibration sample had it; {', '.join(pin.branches)}); got {{}}"
         )
         checks += [
-            relax.VarBinding(same, R.min(equal) if pin.shape else equal),
+            relax.VarBinding(same, equal),
             relax.VarBinding(
                 relax.Var(f"check_{pin.input}", relax.TupleType([])), R.assert_op(same, [param], message)
             ),

@@ -48,6 +48,8 @@ def specialize(
     only those some If condition actually reads become pins. Without calibration data nothing is
     specialised (no value is known to be the user's).
     """
+    if not any(node.op_type == "If" for node in model.graph.node):
+        return model, []
     values = _constant_inputs(model, calibration)
     if not values:
         return model, []
