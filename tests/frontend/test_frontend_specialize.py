@@ -39,8 +39,9 @@ def _build(mod):
 
 def test_the_branch_for_other_shapes_does_not_import():
     """The mechanism: TVM's importer converts both branches for the pinned shapes."""
-    with pytest.raises(ModelImportError, match="reduction length"):
+    with pytest.raises(ModelImportError, match="reduction length") as caught:
         import_relax(simplify(rate_switch_model(), SHAPES), SHAPES)
+    assert "If on the integer input(s) 'sr'" in caught.value.message
 
 
 def test_specialised_to_the_calibration_value_imports_and_refuses_others():

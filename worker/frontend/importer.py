@@ -17,6 +17,7 @@ from worker.errors import ModelImportError, UnsupportedOpError
 from worker.frontend.importer_ops import IMPORTER_OPS
 from worker.frontend.ops import check_supported_ops
 from worker.frontend.simplify import reason_of
+from worker.frontend.specialize import undecided_inputs
 
 if TYPE_CHECKING:
     import tvm
@@ -37,5 +38,19 @@ def import_relax(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> 
         raise UnsupportedOpError(f"TVM's ONNX importer: {reason_of(exc)}", reason=reason_of(exc)) from exc
     except Exception as exc:
         raise ModelImportError(
-            f"TVM's ONNX importer failed on the simplified model: {reason_of(exc)}", reason=reason_of(exc)
+            f"TVM's ONNX importer failed on the simplified model: {reason_of(exc)}{_if_hint(model)}",
+            reason=reason_of(exc),
         ) from exc
+
+
+def _if_hint(model: onnx.ModelProto) -> str:
+    """Why an If may still be there: TVM imports both branches for the fixed shapes."""
+    names = undecided_inputs(model)
+    if not names:
+        return ""
+    listed = ", ".join(f"'{n}'" for n in names)
+    return (
+        f" (the model has an If on the integer input(s) {listed}; TVM imports both branches for the "
+        "fixed input shapes, and one written for other shapes fails there. Calibration data in which "
+        "every sample gives each of them one value specialises the If to the branch taken)"
+    )

@@ -67,6 +67,22 @@ def specialize(
     return model, pins
 
 
+def undecided_inputs(model: onnx.ModelProto) -> list[str]:
+    """The integer inputs that alone decide a top-level If still in the model: what calibration
+    data with one value each would have specialised (named when the import then fails)."""
+    graph = model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    constants = {t.name for t in graph.initializer}
+    integer = {spec.name for spec in model_inputs(model) if spec.kind == "int"}
+    found: list[str] = []
+    for node in graph.node:
+        if node.op_type == "If":
+            chain, leaves = _condition_slice(graph, node.input[0], producers, constants)
+            if chain is not None and leaves and leaves <= integer:
+                found += sorted(leaves - set(found))
+    return found
+
+
 def _constant_inputs(model: onnx.ModelProto, calibration: CalibrationSet | None) -> dict[str, np.ndarray]:
     """Single-element integer inputs whose every calibration sample is one and the same array."""
     if calibration is None:
