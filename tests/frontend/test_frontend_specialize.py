@@ -85,6 +85,7 @@ def test_the_pipeline_records_the_pin_and_the_artifact_refuses_other_values(tmp_
     result = quantize(tmp_path, rate_switch_model(), feeds)
     (pin,) = result.report["provenance"]["specialized_inputs"]
     assert pin["input"] == "sr" and pin["value"] == 16000
+    assert "Specialised input &#x27;sr&#x27;" in (tmp_path / "out" / "report.html").read_text()
     x, sr = feeds["0/x"], feeds["0/sr"]
     (want,) = run_onnx(rate_switch_model(), {"x": x, "sr": sr})
     (got,) = run_artifact(tmp_path / "out" / "float_model.so", [x, sr])

@@ -418,6 +418,10 @@ def _provenance(p: Provenance) -> str:
         ("Int8 kernels", _isa(p)),
         ("Created", p.created_at.isoformat()),
     ]
+    facts += [
+        (f"Specialised input '{s.input}'", f"only {s.value} accepted; {', '.join(s.branches)}")
+        for s in p.specialized_inputs
+    ]
     dl = "".join(f"<dt>{_e(k)}</dt><dd><code>{_e(v)}</code></dd>" for k, v in facts)
     timings = [*p.stage_seconds.items(), ("total", sum(p.stage_seconds.values()))]
     stages = _table(["Stage", "Seconds"], [[_e(k), f"{v:.2f}"] for k, v in timings], numeric=(1,))
