@@ -16,6 +16,7 @@ value at run time instead of computing the wrong branch.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,16 +71,11 @@ def specialize(
 def undecided_inputs(model: onnx.ModelProto) -> list[str]:
     """The integer inputs that alone decide a top-level If still in the model: what calibration
     data with one value each would have specialised (named when the import then fails)."""
-    graph = model.graph
-    producers = {out: node for node in graph.node for out in node.output}
-    constants = {t.name for t in graph.initializer}
     integer = {spec.name for spec in model_inputs(model) if spec.kind == "int"}
     found: list[str] = []
-    for node in graph.node:
-        if node.op_type == "If":
-            chain, leaves = _condition_slice(graph, node.input[0], producers, constants)
-            if chain is not None and leaves and leaves <= integer:
-                found += sorted(leaves - set(found))
+    for _, _, _, leaves in _input_conditions(model.graph):
+        if leaves <= integer:
+            found += sorted(leaves - set(found))
     return found
 
 
@@ -104,13 +100,8 @@ def _resolve_one(
     """Inline the first top-level If whose condition `values` decide; False when there is none.
     A branch brought up may hold further such Ifs: the caller repeats until none is left."""
     graph = model.graph
-    producers = {out: node for node in graph.node for out in node.output}
-    constants = {t.name for t in graph.initializer}
-    for index, node in enumerate(graph.node):
-        if node.op_type != "If" or node.domain not in ("", "ai.onnx"):
-            continue
-        chain, leaves = _condition_slice(graph, node.input[0], producers, constants)
-        if chain is None or not leaves or not leaves <= values.keys():
+    for index, node, chain, leaves in _input_conditions(graph):
+        if not leaves <= values.keys():
             continue
         taken = _evaluate(model, chain, node.input[0], {name: values[name] for name in leaves})
         branch = next(a.g for a in node.attribute if a.name == ("then_branch" if taken else "else_branch"))
@@ -122,6 +113,20 @@ def _resolve_one(
         _inline(graph, index, node, branch)
         return True
     return False
+
+
+def _input_conditions(
+    graph: onnx.GraphProto,
+) -> Iterator[tuple[int, onnx.NodeProto, list[onnx.NodeProto], set[str]]]:
+    """(index, If node, the nodes computing its condition, the graph inputs they read) for each
+    top-level If whose condition only constants and graph inputs feed."""
+    producers = {out: node for node in graph.node for out in node.output}
+    constants = {t.name for t in graph.initializer}
+    for index, node in enumerate(graph.node):
+        if node.op_type == "If" and node.domain in ("", "ai.onnx"):
+            chain, leaves = _condition_slice(graph, node.input[0], producers, constants)
+            if chain is not None and leaves:
+                yield index, node, chain, leaves
 
 
 def _condition_slice(
