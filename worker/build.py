@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tvm
 from tvm import relax
 
 from worker.errors import BuildError, QConfigError
+from worker.quantize.lowering import Lowering, LoweringRecorder
 
 #: What TVM and our schedules raise when they cannot build a module (TVM's errors are RuntimeErrors).
 #: The fallbacks below catch only these: a soft time limit or a cancellation (plain Exceptions of the
@@ -109,20 +111,54 @@ def make_target(spec: dict[str, Any]) -> tvm.target.Target:
         raise BuildError(f"invalid target {spec!r}: {_first_line(exc)}", field="target") from None
 
 
+Pipeline = Literal["tvmq", "tvm"]
+
+
+@dataclass
+class Compiled:
+    """An executable and what made it: the module as lowered (which kernels the VM calls, for the
+    report and fully_integral) and which pipeline built it."""
+
+    executable: relax.VMExecutable
+    lowering: Lowering
+    pipeline: Pipeline  # "tvmq": ours (worker/kernels); "tvm": TVM's default, the fallback
+    fallback_reason: str | None  # why ours failed, when TVM's built it
+
+
 def compile_module(mod: tvm.IRModule, target: tvm.target.Target) -> relax.VMExecutable:
     """Our CPU pipeline (worker.kernels: schedules + packed int8 kernels) for every build.
 
     If our pipeline fails on a module, TVM's default pipeline builds it instead (slower, same
     results) and a warning says so: a schedule bug must not cost the user the artifact.
     """
+    return _compile(mod, target)[0]
+
+
+def compile_traced(mod: tvm.IRModule, target: tvm.target.Target) -> Compiled:
+    """compile_module, keeping the lowered module it built (no second build to inspect it)."""
+    recorder = LoweringRecorder()
+    current = tvm.transform.PassContext.current()
+    with tvm.transform.PassContext(
+        opt_level=current.opt_level,
+        required_pass=list(current.required_pass),
+        disabled_pass=list(current.disabled_pass),
+        config=dict(current.config),
+        instruments=[*current.instruments, recorder],
+    ):
+        executable, pipeline, reason = _compile(mod, target)
+    return Compiled(executable, recorder.lowering(), pipeline, reason)
+
+
+def _compile(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[relax.VMExecutable, Pipeline, str | None]:
     from worker.kernels import compile_module as fast_compile
 
     try:
-        return fast_compile(mod, target)
+        return fast_compile(mod, target), "tvmq", None
     except BUILD_FAILURES as exc:
-        warnings.warn(f"tvmq CPU pipeline failed ({_last_line(exc)}); using TVM's default", stacklevel=2)
+        reason = _last_line(exc)
+        warnings.warn(f"tvmq CPU pipeline failed ({reason}); using TVM's default", stacklevel=3)
     try:
-        return tvm.compile(mod, target)
+        return tvm.compile(mod, target), "tvm", reason
     except BUILD_FAILURES as exc:
         raise BuildError(f"tvm.compile failed for target {target}: {_last_line(exc)}") from exc
 

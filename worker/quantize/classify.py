@@ -1,89 +1,127 @@
-"""Classify ops by dtype: which TIR functions a module runs in integers, and which group each is in.
+"""Classify the kernels of a built module by dtype: which run in integers, and which group each is in.
 
-Classification works on the module after LegalizeOps, from each PrimFunc's buffer dtypes (not
-from the annotated graph), so what it proves is what the compiled code does. An op is integral
-when every buffer it touches is an integer. Groups: `prefix` = float ops feeding the integer
-region with no integer op before them (input quantization, skipped first layers); `core` = integer
-ops and any float op between integer ops; `suffix` = float ops after the integer region
-(dequantize, float heads); `float_fallback` = float ops that never touch the integer region.
+Classification reads the module as the builder lowered it (quantize/lowering.py): the PrimFuncs
+the VM functions call after the packed-kernel rewrite and fusion, named as the library exports
+them, with every dtype their bodies compute in. So what it proves is what the compiled code
+does. A kernel is integral when every dtype it touches (its buffers, the values it computes, its
+casts) is an integer. Groups: `prefix` = float kernels feeding the integer region with no integer
+kernel before them (input quantization, skipped first layers); `core` = integer kernels and any
+float kernel between integer kernels; `suffix` = float kernels after the integer region
+(dequantize, float heads); `float_fallback` = float kernels that never touch the integer region.
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import tvm
 from tvm import relax
 
 from worker.quantize.graph import shape_of
+from worker.quantize.lowering import KernelCall, Lowering, kernel_calls
 from worker.quantize.ops import rule_for
+
+#: Arithmetic the quantizer and the importer wrap around every op (requantization, bias, clamps,
+#: casts): a kernel is named by the first op outside this set. Activations with their own cost
+#: (sigmoid, tanh, exp, ...) are not in it, so a float sigmoid kernel is a "sigmoid".
+ELEMENTWISE = frozenset(
+    {"add", "subtract", "multiply", "divide", "floor_divide", "power", "maximum", "minimum"}
+    | {"negative", "abs", "round", "floor", "ceil", "clip", "astype", "right_shift", "left_shift"}
+    | {"nn.relu", "where", "less", "greater", "equal", "not_equal", "less_equal", "greater_equal"}
+)
+_COUNTER = re.compile(r"\d+")
 
 
 @dataclass
 class OpInfo:
-    var: str
-    name: str
-    relax_op: str
+    var: str  # a unique key: the kernel's call site, or (Relax-level) the binding's name
+    name: str  # the kernel as the library exports it (or the binding's name)
+    relax_op: str  # the op that gives the kernel its kind: "nn.conv2d", "quantize", ...
     inputs: list[str]
     outputs: list[str]
     integral: bool
     macs: int
     group: str = ""
+    relax_ops: list[str] = field(default_factory=list)  # every Relax op the kernel computes
+    origins: list[str] = field(default_factory=list)  # names of the bindings it computes
+    produces: list[str] = field(default_factory=list)  # those it writes out, one per output
+    function: str = ""  # the VM function that calls it
+    computes: list[str] = field(default_factory=list)  # every data dtype of its body
 
 
-def _is_int(dtype: str) -> bool:
+def float_reason(op: OpInfo, reasons: dict[str, str]) -> str | None:
+    """Why a float kernel is float, as the partition said it of the bindings it computes (None
+    when none of them has a reason: the quantizer's own conversions, or an integral kernel)."""
+    if op.integral:
+        return None
+    found = dict.fromkeys(reasons[name] for name in op.origins if name in reasons)
+    return "; ".join(found) or None
+
+
+def is_int(dtype: str) -> bool:
     return dtype.startswith(("int", "uint", "bool"))
 
 
-def macs_by_var(func: relax.Function) -> dict[str, int]:
-    """Multiply-accumulates of every binding whose op rule counts them (OpRule.macs)."""
-    out: dict[str, int] = {}
-    for block in func.body.blocks:
-        for b in block.bindings:
-            v = b.value
-            if isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.Op):
-                rule = rule_for(v.op.name.removeprefix("relax."))
-                if rule is not None and rule.macs is not None:
-                    out[b.var.name] = rule.macs(v, shape_of(b.var))
+def _source_ops(mod: tvm.IRModule) -> dict[relax.Var, tuple[str, int]]:
+    """(op name, multiply-accumulates) of every op binding of the module given to the build."""
+    out: dict[relax.Var, tuple[str, int]] = {}
+    for func in mod.functions.values():
+        if not isinstance(func, relax.Function):
+            continue
+        for block in func.body.blocks:
+            for b in block.bindings:
+                v = b.value
+                if isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.Op):
+                    name = v.op.name.removeprefix("relax.")
+                    rule = rule_for(name)
+                    macs = rule.macs(v, shape_of(b.var)) if rule is not None and rule.macs is not None else 0
+                    out[b.var] = (name, macs)
     return out
 
 
-def lowered_ops(mod: tvm.IRModule, func_name: str = "main") -> list[tuple[OpInfo, list[str]]]:
-    """(op, names of the earlier ops it reads) for every call_tir in `func_name` after legalization."""
-    macs = macs_by_var(mod[func_name])
-    relax_ops = {
-        b.var.name: b.value.op.name.removeprefix("relax.")
-        for block in mod[func_name].body.blocks
-        for b in block.bindings
-        if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op)
-    }
-    lowered = relax.transform.LegalizeOps()(mod)
-    producers: dict[str, list[str]] = {}  # var -> ops whose results flow into it (through tuples)
-    ops: list[tuple[OpInfo, list[str]]] = []
-    for block in lowered[func_name].body.blocks:
-        for b in block.bindings:
-            v = b.value
-            used = [x.name for x in relax.analysis.free_vars(v)] if isinstance(v, relax.Expr) else []
-            upstream = sorted({p for u in used for p in producers.get(u, [])})
-            if isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.Op) and v.op.name == "relax.call_tir":
-                prim = lowered[v.args[0]]
-                dtypes = [str(p.dtype) for p in prim.params]
-                n_out = len(v.ty.fields) if isinstance(v.ty, relax.TupleType) else 1
-                info = OpInfo(
-                    b.var.name,
-                    v.args[0].name_hint,
-                    relax_ops.get(b.var.name, ""),
-                    dtypes[:-n_out],
-                    dtypes[-n_out:],
-                    all(_is_int(d) for d in dtypes),
-                    macs.get(b.var.name, 0),
-                )
-                ops.append((info, upstream))
-                producers[b.var.name] = [b.var.name]
-            else:
-                producers[b.var.name] = upstream
-    return ops
+def kernel_kind(relax_ops: list[str], inputs: list[str], outputs: list[str], symbol: str) -> str:
+    """The op a kernel is named by: its first op that counts MACs, else its first op that is not
+    element-wise, else what its dtypes say it does (quantize, dequantize, elementwise)."""
+    counted = [op for op in relax_ops if (rule := rule_for(op)) is not None and rule.macs is not None]
+    shaped = [op for op in relax_ops if op not in ELEMENTWISE]
+    if counted or shaped:
+        return (counted or shaped)[0]
+    if not relax_ops:
+        return _COUNTER.sub("", symbol).strip("_")
+    int_out = all(map(is_int, outputs))
+    if int_out and not all(map(is_int, inputs)):
+        return "quantize"
+    if not int_out and any(map(is_int, inputs)):
+        return "dequantize"
+    return "elementwise"
+
+
+def _op_info(call: KernelCall, ops: dict[relax.Var, tuple[str, int]]) -> OpInfo:
+    known = [ops[v] for v in call.origins if v in ops]
+    relax_ops = [name for name, _ in known]
+    return OpInfo(
+        var=call.site,
+        name=call.symbol,
+        relax_op=kernel_kind(relax_ops, call.inputs, call.outputs, call.symbol),
+        inputs=call.inputs,
+        outputs=call.outputs,
+        integral=all(map(is_int, call.inputs + call.outputs + call.computes)),
+        macs=sum(macs for _, macs in known),
+        relax_ops=relax_ops,
+        origins=[v.name for v in call.origins],
+        produces=[v.name for v in call.produces],
+        function=call.function,
+        computes=call.computes,
+    )
+
+
+def artifact_ops(source: tvm.IRModule, lowering: Lowering) -> list[tuple[OpInfo, list[str]]]:
+    """(kernel, sites of the kernels it reads) for every kernel call of the built module `main`;
+    `source` is the module that was given to the build (its ops and MACs name the kernels)."""
+    ops = _source_ops(source)
+    return [(_op_info(call, ops), call.upstream) for call in kernel_calls(lowering)]
 
 
 def classify(ops: list[tuple[OpInfo, list[str]]]) -> list[OpInfo]:

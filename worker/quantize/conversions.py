@@ -1,5 +1,5 @@
 """Partition conversions: split main into quantize_inputs / quantized_main / dequantize_outputs,
-and enforce `fully_integral` on the lowered IR.
+and enforce `fully_integral` on the kernels of the built module.
 
 The split follows the integrality classification (quantize/classify.py) of main's bindings:
 prefix and float-fallback bindings go to quantize_inputs, the core to quantized_main, the suffix
@@ -14,7 +14,7 @@ import tvm
 from tvm import relax
 
 from worker.errors import NotFullyIntegralError
-from worker.quantize.classify import OpInfo, classify, lowered_ops
+from worker.quantize.classify import OpInfo, classify, float_reason, is_int
 from worker.quantize.graph import dtypes_of, is_tensor, substitute, with_functions_of
 
 
@@ -98,23 +98,23 @@ def split_conversions(mod: tvm.IRModule) -> tvm.IRModule:
     return with_functions_of(bb.get(), mod)
 
 
-def float_core_ops(mod: tvm.IRModule) -> list[OpInfo]:
-    return [op for op in classify(lowered_ops(mod)) if op.group == "core" and not op.integral]
-
-
-def check_fully_integral(mod: tvm.IRModule, reasons: dict[str, str]) -> None:
-    """Raise E_NOT_FULLY_INTEGRAL naming each float op (PrimFunc, dtypes, why) inside the core."""
-    bad = float_core_ops(mod)
+def check_fully_integral(ops: list[OpInfo], reasons: dict[str, str]) -> None:
+    """Raise E_NOT_FULLY_INTEGRAL naming each float kernel inside the core of the built module
+    (classify.artifact_ops: the kernels the library calls), with its ops, dtypes and why."""
+    bad = [op for op in ops if op.group == "core" and not op.integral]
     if bad:
-        listed = "; ".join(
-            f"{op.name} ({','.join(op.inputs)} -> {','.join(op.outputs)}"
-            + (f", {reasons[op.var]}" if op.var in reasons else "")
-            + ")"
-            for op in bad
-        )
+        listed = "; ".join(_describe(op, float_reason(op, reasons)) for op in bad)
         raise NotFullyIntegralError(
-            f"{len(bad)} float op(s) inside the quantized core: {listed}. Quantize them (remove them "
-            "from exclude_ops / skip_conv_layers, set skip_dense_layer=false) or use "
+            f"{len(bad)} float kernel(s) inside the quantized core: {listed}. Quantize them (remove "
+            "them from exclude_ops / skip_conv_layers, set skip_dense_layer=false) or use "
             "partition_conversions='enabled'",
             ops=[op.name for op in bad],
         )
+
+
+def _describe(op: OpInfo, reason: str | None) -> str:
+    floats = [d for d in op.computes if not is_int(d)]
+    computes = f", computes {','.join(floats)}" if floats else ""
+    ops = f" [{', '.join(dict.fromkeys(op.relax_ops))}]" if op.relax_ops else ""
+    why = f", {reason}" if reason else ""
+    return f"{op.name}{ops} ({','.join(op.inputs)} -> {','.join(op.outputs)}{computes}{why})"
