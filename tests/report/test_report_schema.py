@@ -16,7 +16,7 @@ def test_round_trip_through_json(sample_report: dict[str, Any]) -> None:
     text = json.dumps(sample_report)
     again = Report.model_validate_json(text)
     assert again.model_dump(mode="json") == sample_report
-    assert again.schema_version == SCHEMA_VERSION == "1.1"
+    assert again.schema_version == SCHEMA_VERSION == "1.2"
 
 
 @pytest.mark.parametrize(
@@ -65,6 +65,42 @@ def test_integral_op_has_no_float_reason(sample_report: dict[str, Any]) -> None:
         Report.model_validate(bad)
 
 
+def test_float_op_must_say_why(sample_report: dict[str, Any]) -> None:
+    bad = copy.deepcopy(sample_report)
+    prefix = next(op for op in bad["integrality"]["ops"] if op["group"] == "prefix")
+    prefix["reason"] = None
+    with pytest.raises(ValidationError, match="float but says not why"):
+        Report.model_validate(bad)
+
+
+def test_speedup_is_against_the_faster_float_engine(sample_report: dict[str, Any]) -> None:
+    perf = sample_report["performance"]
+    assert perf["onnxruntime"]["median_ms"] < perf["float"]["median_ms"]
+    assert perf["baseline"] == "onnxruntime_fp32"
+    assert sample_report["summary"]["speedup_baseline"] == "onnxruntime_fp32"
+    slower_float = copy.deepcopy(sample_report)
+    slower_float["performance"]["baseline"] = "tvm_float"
+    with pytest.raises(ValidationError, match="not the faster float engine"):
+        Report.model_validate(slower_float)
+    wrong = copy.deepcopy(sample_report)
+    wrong["performance"]["speedup"] = wrong["performance"]["speedup_vs_float"]
+    with pytest.raises(ValidationError, match=r"speedup .* from the latencies"):
+        Report.model_validate(wrong)
+
+
+def test_a_missing_onnxruntime_figure_needs_its_reason(sample_report: dict[str, Any]) -> None:
+    bad = copy.deepcopy(sample_report)
+    bad["performance"]["onnxruntime"] = None
+    bad["performance"]["baseline"] = "tvm_float"
+    bad["performance"]["speedup"] = bad["performance"]["speedup_vs_float"]
+    with pytest.raises(ValidationError, match="does not say why"):
+        Report.model_validate(bad)
+    bad["performance"]["onnxruntime_note"] = "onnxruntime is not installed on this worker"
+    bad["summary"].update(speedup_baseline="tvm_float", onnxruntime_latency_ms=None)
+    bad["summary"]["speedup"] = bad["performance"]["speedup"]
+    Report.model_validate(bad)
+
+
 def test_summary_must_agree_with_sections(sample_report: dict[str, Any]) -> None:
     bad = copy.deepcopy(sample_report)
     bad["summary"]["speedup"] = 10.0
@@ -82,7 +118,14 @@ def test_json_schema_is_self_describing() -> None:
     schema = report_schema()
     json.dumps(schema)  # serializable as served by GET /report/schema
     assert schema["additionalProperties"] is False
-    assert set(schema["required"]) >= {"summary", "integrality", "accuracy", "performance", "provenance"}
+    assert set(schema["required"]) >= {
+        "model",
+        "summary",
+        "integrality",
+        "accuracy",
+        "performance",
+        "provenance",
+    }
     op = schema["$defs"]["OpRecord"]["properties"]
     assert set(op["group"]["enum"]) == {"prefix", "core", "suffix", "float_fallback"}
 

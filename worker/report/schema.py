@@ -10,12 +10,13 @@ so it must not be able to contradict itself.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 OpGroup = Literal["prefix", "core", "suffix", "float_fallback"]
 #: Why an op kept float dtypes, as the partition decided it: "no rule", "excluded by qconfig",
@@ -32,19 +33,33 @@ class _Strict(BaseModel):
 
 
 class OpRecord(_Strict):
-    name: str = Field(description="TIR PrimFunc name called from main")
-    relax_op: str = Field(description='Relax op or fused group, e.g. "nn.conv2d" or "fused_conv2d_add_relu"')
+    """One kernel call of the artifact: a PrimFunc the library exports, called by a VM function."""
+
+    name: str = Field(description="the kernel as the library exports it (its global symbol)")
+    function: str = Field("main", description="the VM function that calls it")
+    relax_op: str = Field(
+        description='the kernel\'s kind: the Relax op that names it ("nn.conv2d", "matmul", ...), or '
+        '"quantize" / "dequantize" / "elementwise" for a kernel of element-wise arithmetic only'
+    )
+    relax_ops: list[str] = Field(
+        default_factory=list, description="every Relax op of the built module the kernel computes"
+    )
     group: OpGroup
-    inputs: list[str] = Field(description="input dtypes")
-    outputs: list[str] = Field(description="output dtypes")
-    integral: bool = Field(description="every input and output dtype is an integer or bool type")
+    inputs: list[str] = Field(description="input buffer dtypes")
+    outputs: list[str] = Field(description="output buffer dtypes")
+    computes: list[str] = Field(
+        default_factory=list, description="every dtype the kernel's body uses (buffers, values, casts)"
+    )
+    integral: bool = Field(description="every dtype the kernel touches is an integer or bool type")
     macs: int = Field(ge=0, description="multiply-accumulates per inference")
-    reason: FloatReason | None = Field(None, description="why the op stayed float; None when integral")
+    reason: FloatReason | None = Field(None, description="why the kernel is float; None when integral")
 
     @model_validator(mode="after")
-    def _reason_only_for_float(self) -> OpRecord:
+    def _reason_exactly_for_float(self) -> OpRecord:
         if self.integral and self.reason is not None:
             raise ValueError(f"op {self.name!r} is integral but has a float reason {self.reason!r}")
+        if not self.integral and self.reason is None:
+            raise ValueError(f"op {self.name!r} is float but says not why")
         return self
 
 
@@ -71,7 +86,7 @@ class OpCounts(_Strict):
 
 class Integrality(_Strict):
     fully_integral: bool = Field(description="no op of the core group has a float input or output")
-    ops: list[OpRecord] = Field(description="every PrimFunc called from main, in call order")
+    ops: list[OpRecord] = Field(description="every kernel call of the artifact's main, in call order")
     counts: OpCounts
     float_in_core: list[str] = Field(description="names of the core ops that are not integral")
     tables: list[TableOp] = Field(
@@ -139,7 +154,11 @@ class Accuracy(_Strict):
     samples: int = Field(ge=0)
     held_out: bool = Field(description="the samples were not seen by calibration")
     outputs: list[OutputAccuracy] = Field(min_length=1)
-    layers: list[LayerAccuracy] = Field(description="per quantized layer, in graph order")
+    layers: list[LayerAccuracy] = Field(
+        description="per quantized tensor the artifact writes out (an int8 operand of an integer "
+        "kernel), against the float model's tensor there, in graph order"
+    )
+    layer_samples: int = Field(0, ge=0, description="samples the per-layer figures were taken on")
 
 
 class Latency(_Strict):
@@ -147,16 +166,62 @@ class Latency(_Strict):
     p90_ms: float = Field(ge=0.0)
 
 
+Baseline = Literal["tvm_float", "onnxruntime_fp32"]
+BASELINE_TITLES: dict[str, str] = {"tvm_float": "our float build", "onnxruntime_fp32": "ONNX Runtime fp32"}
+
+
+class KernelTime(_Strict):
+    name: str = Field(description="the kernel as the library exports it")
+    relax_op: str = Field(description="its kind, as in the integrality section")
+    calls: int = Field(ge=1, description="calls per inference")
+    ms: float = Field(ge=0.0, description="time per inference, all its calls")
+    share: float = Field(ge=0.0, le=1.0, description="of the time of every kernel call")
+
+
 class Performance(_Strict):
-    runs: int = Field(ge=1, description="timed runs per build, interleaved float/quantized")
-    threads: int = Field(ge=1, description="TVM runtime thread pool size")
+    runs: int = Field(
+        ge=1, description="timed runs per engine, interleaved (fewer than bench_runs when a run is slow)"
+    )
+    threads: int = Field(ge=1, description="TVM runtime thread pool size (ONNX Runtime gets as many)")
     float: Latency
     quantized: Latency
-    speedup: float = Field(gt=0.0, description="float median / quantized median")
+    onnxruntime: Latency | None = Field(
+        None, description="ONNX Runtime fp32 on the original ONNX model, same inputs, same threads"
+    )
+    onnxruntime_note: str | None = Field(None, description="why ONNX Runtime was not measured")
+    baseline: Baseline = Field(description="the faster float engine: what speedup compares with")
+    speedup: float = Field(gt=0.0, description="the baseline's median / the quantized median")
+    speedup_vs_float: float = Field(gt=0.0, description="our float build's median / the quantized median")
+    hotspots: list[KernelTime] = Field(
+        default_factory=list,
+        description="when speedup < 1: the quantized build's slowest kernels (VM instrument)",
+    )
     artifact_bytes: int = Field(ge=0, description="size of the quantized shared library")
     float_artifact_bytes: int = Field(ge=0)
     weight_bytes_float: int = Field(ge=0)
     weight_bytes_quantized: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _speedup_against_the_faster_baseline(self) -> Performance:
+        if self.onnxruntime is None and self.onnxruntime_note is None:
+            raise ValueError("ONNX Runtime was not measured and the report does not say why")
+        baseline, ms = faster_baseline(self.float, self.onnxruntime)
+        if self.baseline != baseline:
+            raise ValueError(f"baseline {self.baseline!r} is not the faster float engine ({baseline!r})")
+        for name, value, expected in (
+            ("speedup", self.speedup, ms / self.quantized.median_ms),
+            ("speedup_vs_float", self.speedup_vs_float, self.float.median_ms / self.quantized.median_ms),
+        ):
+            if not math.isclose(value, expected, rel_tol=1e-9):
+                raise ValueError(f"{name} {value} != {expected} from the latencies")
+        return self
+
+
+def faster_baseline(float_build: Latency, onnxruntime: Latency | None) -> tuple[Baseline, float]:
+    """The float engine the speed-up compares with: the faster median of ours and ORT's."""
+    if onnxruntime is not None and onnxruntime.median_ms < float_build.median_ms:
+        return "onnxruntime_fp32", onnxruntime.median_ms
+    return "tvm_float", float_build.median_ms
 
 
 class TensorCalibration(_Strict):
@@ -211,6 +276,10 @@ class Provenance(_Strict):
     native_isa: str | None = Field(
         None, description='the faster int8 instruction set a "native" target would use on this worker'
     )
+    pipeline: Literal["tvmq", "tvm"] = Field(
+        "tvmq", description='the build pipeline of the artifact: "tvmq" (ours) or "tvm" (TVM\'s default)'
+    )
+    pipeline_fallback: str | None = Field(None, description="why ours failed, when TVM's built the artifact")
     stage_seconds: dict[str, float] = Field(description="wall time of each pipeline stage")
     created_at: datetime
     tvmq_version: str
@@ -278,8 +347,10 @@ class Summary(_Strict):
     cosine: float = Field(ge=-1.0, le=1.0, description="the worst output's")
     sqnr_db: float = Field(description="the worst output's")
     top1_agreement: float | None = Field(None, ge=0.0, le=1.0, description="the worst class-score output's")
-    speedup: float = Field(gt=0.0)
+    speedup: float = Field(gt=0.0, description="against the faster float engine (speedup_baseline)")
+    speedup_baseline: Baseline
     float_latency_ms: float = Field(ge=0.0)
+    onnxruntime_latency_ms: float | None = Field(None, ge=0.0)
     quantized_latency_ms: float = Field(ge=0.0)
     calibrate_mode: str
     do_simulation: bool
@@ -301,15 +372,30 @@ class Summary(_Strict):
             sqnr_db=min(o.sqnr_db for o in accuracy.outputs),
             top1_agreement=min(top1) if top1 else None,
             speedup=performance.speedup,
+            speedup_baseline=performance.baseline,
             float_latency_ms=performance.float.median_ms,
+            onnxruntime_latency_ms=performance.onnxruntime.median_ms if performance.onnxruntime else None,
             quantized_latency_ms=performance.quantized.median_ms,
             calibrate_mode=calibrate_mode,
             do_simulation=do_simulation,
         )
 
 
+class TensorSpec(_Strict):
+    name: str
+    shape: list[int] = Field(description="as built (dynamic dimensions fixed)")
+    dtype: str
+
+
+class ModelInfo(_Strict):
+    file: str = Field(description="the ONNX file's name as the user gave it")
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
 class Report(_Strict):
-    schema_version: Literal["1.1"] = SCHEMA_VERSION
+    schema_version: Literal["1.2"] = SCHEMA_VERSION
+    model: ModelInfo
     summary: Summary
     integrality: Integrality
     accuracy: Accuracy
