@@ -21,13 +21,15 @@ from worker.qconfig import QConfig
 if TYPE_CHECKING:  # the stages import TVM when they run, after "load" is reported
     import tvm
 
+    from worker.build import Compiled
     from worker.frontend import CalibrationSet, ModelInput, Pin, Upload
     from worker.quantize.annotate import Annotation
     from worker.quantize.calibrate import CalibrationResult, Runner
+    from worker.quantize.classify import OpInfo
     from worker.quantize.graph import Graph
     from worker.quantize.partition import Partition
     from worker.quantize.realize import Realizer
-    from worker.report.schema import Provenance
+    from worker.report.schema import ModelInfo, Provenance
     from worker.search import Found
 
 #: (stage name, percent reached when the stage starts). The API shows these to users.
@@ -115,12 +117,14 @@ def run_pipeline(
     out_dir: Path,
     progress: Progress | None = None,
     validation_path: Path | None = None,
+    model_name: str | None = None,
 ) -> PipelineResult:
     """Quantize and build one model. Raises a QuantizeError subclass on any user-facing failure.
 
     With a `search` in the qconfig, the search stage picks the config that is built (and that the
     report's provenance shows); `validation_path` (the calibration contract) is what it scores,
-    else the held-out calibration samples."""
+    else the held-out calibration samples. `model_name` is the file name the user gave the model
+    (default: the file's own)."""
     stages = _Stages(progress)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -149,14 +153,15 @@ def run_pipeline(
     stages.start("conversions")
     final = _conversions(realized, qconfig)
     stages.start("build")
-    built = _build(final, prepared, target, out_dir)
+    built = _build(final, prepared, realized, qconfig, target, out_dir)
     stages.start("verify")
-    sections = _verify(prepared, realized, cal, built, qconfig, run, found)
+    sections = _verify(prepared, annotation, realized, cal, built, qconfig, run, Path(model_path), found)
     stages.finish()
     provenance = _provenance(
         Path(model_path), calibration_path, built, qconfig, target_spec, target, stages, imported.pins
     )
-    report_path, report = _write_report(sections, provenance, qconfig, out_dir)
+    info = _model_info(model_name or Path(model_path).name, prepared)
+    report_path, report = _write_report(info, sections, provenance, qconfig, out_dir)
     return PipelineResult(built.artifact, report_path, realized.script, report)
 
 
@@ -204,6 +209,8 @@ class _Realized:
 class _Built:
     artifact: Path
     float_artifact: Path
+    compiled: Compiled  # the quantized build: its lowering and pipeline
+    ops: list[OpInfo]  # its kernels, classified
 
 
 def _target(qconfig: QConfig) -> tuple[dict[str, Any], tvm.target.Target]:
@@ -344,68 +351,93 @@ def _realize(
 
 
 def _conversions(realized: _Realized, qconfig: QConfig) -> tvm.IRModule:
-    from worker.quantize.conversions import check_fully_integral, split_conversions
+    from worker.quantize.conversions import split_conversions
 
-    if qconfig.partition_conversions == "fully_integral":
-        check_fully_integral(realized.mod, realized.realizer.float_reasons)
     return split_conversions(realized.mod) if qconfig.partition_conversions != "disabled" else realized.mod
 
 
-def _build(final: tvm.IRModule, prepared: _Prepared, target: tvm.target.Target, out_dir: Path) -> _Built:
-    from worker.build import compile_module, export
+def _build(
+    final: tvm.IRModule,
+    prepared: _Prepared,
+    realized: _Realized,
+    qconfig: QConfig,
+    target: tvm.target.Target,
+    out_dir: Path,
+) -> _Built:
+    """The artifact, its kernels classified (fully_integral is checked on them, before the float
+    build), and the float build."""
+    from worker.build import compile_module, compile_traced, export
     from worker.frontend.guard import guard_pins
+    from worker.quantize.classify import artifact_ops, classify
+    from worker.quantize.conversions import check_fully_integral
 
     pins = prepared.imported.pins  # the artifacts refuse values they were not specialised to
-    artifact = export(compile_module(guard_pins(final, pins), target), out_dir / "model.so")
+    guarded = guard_pins(final, pins)
+    compiled = compile_traced(guarded, target)
+    ops = classify(artifact_ops(guarded, compiled.lowering))
+    if qconfig.partition_conversions == "fully_integral":
+        check_fully_integral(ops, realized.realizer.float_reasons)
+    artifact = export(compiled.executable, out_dir / "model.so")
     float_artifact = export(
         compile_module(guard_pins(prepared.mod, pins), target), out_dir / "float_model.so"
     )
-    return _Built(artifact, float_artifact)
+    return _Built(artifact, float_artifact, compiled, ops)
 
 
 def _verify(
     prepared: _Prepared,
+    annotation: Annotation,
     realized: _Realized,
     cal: CalibrationResult,
     built: _Built,
     qconfig: QConfig,
     run: Runner,
+    model_path: Path,
     found: Found | None = None,
 ) -> dict[str, Any]:
-    """The report's sections: accuracy and speed from running both artifacts, integrality from IR;
-    with a search, its section with the built winner's own metric."""
+    """The report's sections: speed (first: it also warms the library up), then accuracy and the
+    kernel times from instrumented runs of the artifact, integrality from its kernels; with a
+    search, its section with the built winner's own metric."""
     from worker.build import load_vm
     from worker.frontend import CalibrationSet
+    from worker.quantize.realize import probe_module
     from worker.report import verify
     from worker.report.performance import bench_artifacts, constant_bytes
+    from worker.report.trace import TracedArtifact
 
-    imported, realizer = prepared.imported, realized.realizer
+    imported, realizer, ops = prepared.imported, realized.realizer, built.ops
     # the report's evaluation inputs: validation or held-out samples, else the calibration samples,
     # else (no data at all, global_scale) synthetic ones
     evaluation, source = prepared.evaluation()
     evaluation = evaluation or CalibrationSet.synthetic(imported.inputs, imported.shapes)
     evals = list(evaluation.feeds(limit=_EVAL_FEEDS))
-    quant_vm = load_vm(built.artifact)
-    accuracy = verify.accuracy(
-        load_vm(built.float_artifact),
-        quant_vm,
-        evals,
-        evaluation.batch,
-        imported.output_names,
-        source != "calibration",
-        prepared.graph,
-        realizer,
-        qconfig,
-        run,
-    )
     performance = bench_artifacts(
         built.float_artifact,
         built.artifact,
+        model_path,
         evals[0],
         qconfig.bench_runs,
         weight_bytes_float=constant_bytes(prepared.mod),
         weight_bytes_quantized=constant_bytes(realized.mod),
     )
+    plan = None
+    if realizer.layers and not qconfig.do_simulation:
+        points = annotation.points
+        probes = cal.probes or [(run(probe_module(prepared.graph, qconfig, points)), points)]
+        plan = verify.layer_plan(prepared.graph, points, realizer, ops, probes)
+    traced = TracedArtifact(load_vm(built.artifact), {op.name for op in ops})
+    accuracy = verify.accuracy(
+        load_vm(built.float_artifact),
+        traced,
+        ops,
+        evals,
+        evaluation.batch,
+        imported.output_names,
+        source != "calibration",
+        plan,
+    )
+    if performance.speedup < 1:
+        performance = performance.model_copy(update={"hotspots": verify.hotspots(traced, ops)})
     nbits = {
         "input": qconfig.nbit_input,
         "activation": qconfig.nbit_activation,
@@ -413,7 +445,7 @@ def _verify(
     }
     sections = {
         "integrality": verify.integrality(
-            realized.mod, realizer.float_reasons, verify.table_ops(prepared.graph, realizer)
+            ops, realizer.float_reasons, verify.table_ops(prepared.graph, realizer)
         ),
         "accuracy": accuracy,
         "performance": performance,
@@ -422,8 +454,28 @@ def _verify(
         ),
     }
     if found is not None:
-        sections["search"] = found.section(found.score_artifact(quant_vm), performance.quantized.median_ms)
+        sections["search"] = found.section(found.score_artifact(traced.vm), performance.quantized.median_ms)
     return sections
+
+
+def _model_info(name: str, prepared: _Prepared) -> ModelInfo:
+    """The report header: the model's file name, and its inputs and outputs as built."""
+    from tvm import relax
+
+    from worker.report.schema import ModelInfo, TensorSpec
+
+    imported = prepared.imported
+    inputs = [
+        TensorSpec(name=i.name, shape=list(imported.shapes[i.name]), dtype=str(i.dtype))
+        for i in imported.inputs
+    ]
+    ret = prepared.mod["main"].ret_ty
+    returned = list(ret.fields) if isinstance(ret, relax.TupleType) else [ret]
+    outputs = [
+        TensorSpec(name=n, shape=[int(d) for d in ty.shape], dtype=str(ty.dtype))
+        for n, ty in zip(imported.output_names, returned, strict=True)
+    ]
+    return ModelInfo(file=name, inputs=inputs, outputs=outputs)
 
 
 def _provenance(
@@ -448,8 +500,10 @@ def _provenance(
         qconfig=qconfig.model_dump(mode="json"),
         tvm_version=str(tvm_version),
         target=target_spec,
-        isa=int8_isa(target),
+        isa=int8_isa(target) if built.compiled.pipeline == "tvmq" else None,
         native_isa=faster_native_isa(target),
+        pipeline=built.compiled.pipeline,
+        pipeline_fallback=built.compiled.fallback_reason,
         stage_seconds=stages.seconds,
         created_at=datetime.now(UTC),
         tvmq_version=_version(),
@@ -460,7 +514,7 @@ def _provenance(
 
 
 def _write_report(
-    sections: dict[str, Any], provenance: Provenance, qconfig: QConfig, out_dir: Path
+    info: ModelInfo, sections: dict[str, Any], provenance: Provenance, qconfig: QConfig, out_dir: Path
 ) -> tuple[Path, dict[str, Any]]:
     """report.json and report.html; the summary is derived from the sections."""
     from worker.report.html import render_report_html
@@ -473,7 +527,7 @@ def _write_report(
         qconfig.calibrate_mode,
         qconfig.do_simulation,
     )
-    data = Report(summary=summary, provenance=provenance, **sections).model_dump(mode="json")
+    data = Report(model=info, summary=summary, provenance=provenance, **sections).model_dump(mode="json")
     report_path = out_dir / "report.json"
     report_path.write_text(json.dumps(data, indent=2))
     (out_dir / "report.html").write_text(render_report_html(data))

@@ -17,8 +17,10 @@ from worker.report.schema import (
     Accuracy,
     Calibration,
     Integrality,
+    KernelTime,
     Latency,
     LayerAccuracy,
+    ModelInfo,
     OpRecord,
     OutputAccuracy,
     Performance,
@@ -26,14 +28,16 @@ from worker.report.schema import (
     Report,
     Summary,
     TensorCalibration,
+    TensorSpec,
 )
 
 
 def _ops(with_core_float: bool) -> list[OpRecord]:
     ops = [
         OpRecord(
-            name="conv2d_add_relu",
-            relax_op="fused_conv2d_add_relu",
+            name="fused_conv2d_add_relu",
+            relax_op="nn.conv2d",
+            relax_ops=["nn.conv2d", "add", "nn.relu"],
             group="float_fallback",
             inputs=["float32", "float32", "float32"],
             outputs=["float32"],
@@ -42,20 +46,25 @@ def _ops(with_core_float: bool) -> list[OpRecord]:
             reason="skipped layer",
         ),
         OpRecord(
-            name="quantize",
+            name="fused_multiply_round_clip_cast",
+            function="quantize_inputs",
             relax_op="quantize",
+            relax_ops=["multiply", "round", "clip", "astype"],
             group="prefix",
             inputs=["float32"],
             outputs=["int8"],
             integral=False,
             macs=0,
+            reason="conversion: quantizes the model's float input",
         ),
     ]
     for i in range(1, 6):
         ops.append(
             OpRecord(
                 name=f"fused_conv2d{i}_add{i}_right_shift{i}_clip{i}_cast{i}",
-                relax_op="fused_conv2d_add_right_shift_clip_cast",
+                function="quantized_main",
+                relax_op="nn.conv2d",
+                relax_ops=["nn.conv2d", "add", "right_shift", "clip", "astype"],
                 group="core",
                 inputs=["int8", "int8", "int32"],
                 outputs=["int8"],
@@ -67,7 +76,9 @@ def _ops(with_core_float: bool) -> list[OpRecord]:
             ops.append(
                 OpRecord(
                     name="fused_dequantize_sigmoid_quantize",
+                    function="quantized_main",
                     relax_op="sigmoid",
+                    relax_ops=["astype", "multiply", "sigmoid", "multiply", "round", "clip", "astype"],
                     group="core",
                     inputs=["int8"],
                     outputs=["int8", "float32"],
@@ -79,7 +90,9 @@ def _ops(with_core_float: bool) -> list[OpRecord]:
     ops += [
         OpRecord(
             name="max_pool2d",
+            function="quantized_main",
             relax_op="nn.max_pool2d",
+            relax_ops=["nn.max_pool2d"],
             group="core",
             inputs=["int8"],
             outputs=["int8"],
@@ -87,17 +100,22 @@ def _ops(with_core_float: bool) -> list[OpRecord]:
             macs=0,
         ),
         OpRecord(
-            name="dequantize",
+            name="fused_cast_multiply",
+            function="dequantize_outputs",
             relax_op="dequantize",
+            relax_ops=["astype", "multiply"],
             group="suffix",
-            inputs=["int8"],
+            inputs=["int8", "float32"],
             outputs=["float32"],
             integral=False,
             macs=0,
+            reason="conversion: dequantizes the integer result",
         ),
         OpRecord(
-            name="matmul_add",
-            relax_op="fused_matmul_add",
+            name="fused_matmul_add",
+            function="dequantize_outputs",
+            relax_op="matmul",
+            relax_ops=["matmul", "add"],
             group="float_fallback",
             inputs=["float32", "float32"],
             outputs=["float32"],
@@ -109,7 +127,10 @@ def _ops(with_core_float: bool) -> list[OpRecord]:
     return ops
 
 
-def build_sample_report(*, with_core_float: bool = True, hostile_name: str | None = None) -> dict[str, Any]:
+def build_sample_report(
+    *, with_core_float: bool = True, hostile_name: str | None = None, slower: bool = False
+) -> dict[str, Any]:
+    """`slower`: ONNX Runtime fp32 beats the int8 build, so the report says where the time goes."""
     ops = _ops(with_core_float)
     if hostile_name is not None:
         ops[2] = ops[2].model_copy(update={"name": hostile_name})
@@ -142,12 +163,22 @@ def build_sample_report(*, with_core_float: bool = True, hostile_name: str | Non
         ],
         layers=layers,
     )
+    ort_ms = 2.60 if slower else 3.90
     performance = Performance(
         runs=20,
         threads=1,
         float=Latency(median_ms=4.81, p90_ms=5.02),
         quantized=Latency(median_ms=3.12, p90_ms=3.40),
-        speedup=4.81 / 3.12,
+        onnxruntime=Latency(median_ms=ort_ms, p90_ms=ort_ms * 1.1),
+        baseline="onnxruntime_fp32",
+        speedup=ort_ms / 3.12,
+        speedup_vs_float=4.81 / 3.12,
+        hotspots=[
+            KernelTime(name=op.name, relax_op=op.relax_op, calls=1, ms=ms, share=ms / 3.0)
+            for op, ms in zip([o for o in ops if o.macs][:5], [0.9, 0.6, 0.5, 0.4, 0.3], strict=True)
+        ]
+        if slower
+        else [],
         artifact_bytes=412_344,
         float_artifact_bytes=498_120,
         weight_bytes_float=93_440,
@@ -201,7 +232,16 @@ def build_sample_report(*, with_core_float: bool = True, hostile_name: str | Non
         created_at=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
         tvmq_version="0.1.0",
     )
+    model = ModelInfo(
+        file="resnet-mini.onnx",
+        inputs=[TensorSpec(name="image", shape=[1, 3, 32, 32], dtype="float32")],
+        outputs=[
+            TensorSpec(name="logits", shape=[1, 10], dtype="float32"),
+            TensorSpec(name="embedding", shape=[1, 64], dtype="float32"),
+        ],
+    )
     report = Report(
+        model=model,
         summary=Summary.from_sections(
             integrality, accuracy, performance, "kl_divergence", do_simulation=False
         ),
@@ -222,5 +262,5 @@ def sample_report() -> dict[str, Any]:
 
 @pytest.fixture
 def make_sample_report() -> Callable[..., dict[str, Any]]:
-    """RENDERING FIXTURE factory: build_sample_report(with_core_float=..., hostile_name=...)."""
+    """RENDERING FIXTURE factory: build_sample_report(with_core_float=..., hostile_name=..., slower=...)."""
     return build_sample_report

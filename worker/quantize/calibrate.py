@@ -44,6 +44,9 @@ class CalibrationResult:
     table: list[tuple[str, str, int, Choice]] = field(default_factory=list)
     #: per requested variant, every point's choice under it (calibrate(..., variants=...))
     alternatives: dict[Variant, dict[relax.Expr, Choice]] = field(default_factory=dict)
+    #: the float probes that were run, with the points each returns: verify runs them again on its
+    #: own samples for the per-layer figures instead of building them again
+    probes: list[tuple[relax.VirtualMachine, list[relax.Expr]]] = field(default_factory=list)
 
 
 def _update(work: list[tuple[Collector, np.ndarray]]) -> None:
@@ -112,6 +115,8 @@ def calibrate(
         by_point = _by_point(collectors)
         for done, chunk in enumerate(chunks):
             vm = run(probe_module(graph, qconfig, chunk)) if chunk else None
+            if vm is not None:
+                result.probes.append((vm, chunk))
             inputs_seen = {p: i for p, i in param_index.items() if p in points} if done == 0 else {}
             seen = 0
             # statistics of batch k are folded in on a second thread while the model runs batch k+1

@@ -98,6 +98,14 @@ class Realizer:
         self._inputs[expr] = q
         return q
 
+    def integer_tensor(self, expr: relax.Expr) -> QTensor | None:
+        """The integer tensor the quantized module holds for the float tensor `expr` (the operand
+        its integer ops read, else the op's own quantized output), for per-layer comparisons."""
+        if expr in self._inputs:
+            return self._inputs[expr]
+        node = self.graph.producer(expr)
+        return None if node is None else self.layers.get(node)
+
     def as_quantized(self, expr: relax.Expr) -> QTensor:
         value = self.value(expr)
         return value if isinstance(value, QTensor) else self.as_input(expr)

@@ -1,31 +1,53 @@
-"""Verify: build the report sections by running both artifacts and reading the lowered IR."""
+"""Verify: build the report sections by running the artifacts and reading the built module.
+
+Integrality comes from the kernels of the built module (quantize/classify.py). Accuracy and the
+per-layer figures come from the artifact itself, run under the VM's instrument (report/trace.py):
+its outputs against the float build's, and the int8 tensors its kernels write out against the
+float model's tensors there, which the calibration probe computes (no other module is built).
+The instrumented runs also check that the library calls exactly the kernels the integrality
+section lists, and time each kernel for the hotspots.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import tvm
+from tvm import relax
 
-from worker.qconfig import QConfig
-from worker.quantize.calibrate import Runner
+from worker.errors import InternalError
 from worker.quantize.calibration import Choice
-from worker.quantize.classify import OpInfo, classify, lowered_ops
+from worker.quantize.classify import OpInfo, float_reason
 from worker.quantize.graph import Graph, labels
-from worker.quantize.realize import Realizer, probe_module
+from worker.quantize.realize import Realizer
 from worker.report.metrics import ErrorAccumulator
 from worker.report.schema import (
     Accuracy,
     Calibration,
     Integrality,
-    LayerAccuracy,
+    KernelTime,
     OpRecord,
     TableOp,
     TensorCalibration,
 )
+from worker.report.trace import TracedArtifact
 
-#: per-layer comparison cost grows with layers x batches; these bound it for big models
-MAX_LAYER_BATCHES = 8
+#: per-layer figures are taken on the first batches only, and on at most this many elements of
+#: each tensor (every k-th): SQNR and cosine are sums over elements, and a uniform sample of a
+#: quarter million estimates them to well under 0.1 dB, at a fraction of the cost on big maps
+LAYER_BATCHES = 2
+LAYER_ELEMENTS = 1 << 18
+HOTSPOTS = 5
+
+#: the reason of a float kernel the partition said nothing about: the quantizer's own conversions
+_CONVERSION = {
+    "prefix": "conversion: quantizes the model's float input",
+    "suffix": "conversion: dequantizes the integer result",
+    "core": "float arithmetic between integer kernels",
+    "float_fallback": "float op outside the quantized region",
+}
 
 
 def _as_list(out: object) -> list[np.ndarray]:
@@ -34,13 +56,8 @@ def _as_list(out: object) -> list[np.ndarray]:
     return [o.numpy() for o in out]
 
 
-def _run(vm: tvm.relax.VirtualMachine, inputs: list[np.ndarray]) -> list[np.ndarray]:
+def _run(vm: relax.VirtualMachine, inputs: list[np.ndarray]) -> list[np.ndarray]:
     return _as_list(vm["main"](*[tvm.runtime.tensor(x) for x in inputs]))
-
-
-def _reason(op: OpInfo, reasons: dict[str, str]) -> str | None:
-    """The partition's own reason, as it gave it ("unsupported: layout NHWC/OIHW ...", not "no rule")."""
-    return None if op.integral else reasons.get(op.var)
 
 
 def table_ops(graph: Graph, realizer: Realizer) -> list[TableOp]:
@@ -67,78 +84,182 @@ def table_ops(graph: Graph, realizer: Realizer) -> list[TableOp]:
 
 
 def integrality(
-    qmod: tvm.IRModule, reasons: dict[str, str], tables: list[TableOp] | None = None
+    ops: list[OpInfo], reasons: dict[str, str], tables: list[TableOp] | None = None
 ) -> Integrality:
-    """The integrality section. Outside the core, the model's own float ops (those with a reason)
-    are `float_fallback`; `prefix`/`suffix` then hold only the conversions the quantizer added.
-    With do_simulation the fake-quantized ops are the core, in float: the verdict is false."""
+    """The integrality section from the classified kernels of the artifact. Outside the core, the
+    model's own float ops (kernels with a partition reason) are `float_fallback`; `prefix`/`suffix`
+    then hold only the conversions the quantizer added. With do_simulation the fake-quantized
+    kernels are the core, in float: the verdict is false."""
     records = []
-    for op in classify(lowered_ops(qmod)):
+    for op in ops:
         group = op.group
-        if reasons.get(op.var) == "simulation":
+        reason = float_reason(op, reasons)
+        if any(reasons.get(name) == "simulation" for name in op.origins):
             group = "core"  # the would-be integer core, simulated in float: never integral
-        elif group != "core" and op.var in reasons:
+        elif group != "core" and reason is not None:
             group = "float_fallback"
         records.append(
             OpRecord(
                 name=op.name,
-                relax_op=op.relax_op or op.name.rstrip("0123456789"),
+                function=op.function,
+                relax_op=op.relax_op,
+                relax_ops=op.relax_ops,
                 group=group,
                 inputs=op.inputs,
                 outputs=op.outputs,
+                computes=op.computes,
                 integral=op.integral,
                 macs=op.macs,
-                reason=_reason(op, reasons),
+                reason=None if op.integral else reason or _CONVERSION[group],
             )
         )
     return Integrality.from_ops(records, tables)
 
 
+@dataclass
+class LayerPoint:
+    """A float tensor of the model and the int8 tensor the artifact writes for it."""
+
+    expr: relax.Expr  # the float tensor (a calibration point)
+    label: str
+    op: str
+    call: int  # position of the kernel call that writes the int8 tensor
+    output: int  # which of its outputs
+    scale: float
+
+
+@dataclass
+class LayerPlan:
+    """Per-layer accuracy: the points, and the float probes (calibration's) that compute them."""
+
+    points: list[LayerPoint]
+    probes: list[tuple[relax.VirtualMachine, list[relax.Expr]]]
+    graph: Graph
+
+    def capture(self, ops: list[OpInfo]) -> dict[int, int]:
+        return {p.call: len(ops[p.call].outputs) for p in self.points}
+
+
+def layer_plan(
+    graph: Graph,
+    points: list[relax.Expr],
+    realizer: Realizer,
+    ops: list[OpInfo],
+    probes: list[tuple[relax.VirtualMachine, list[relax.Expr]]],
+) -> LayerPlan:
+    """The calibration points whose int8 tensor some kernel of the artifact writes out (one fused
+    into its consumer is not in memory, so it has no row)."""
+    written: dict[str, tuple[int, int]] = {}
+    seen: set[str] = set()
+    for call, op in enumerate(ops):
+        for output, name in enumerate(op.produces):
+            if name in seen:
+                written.pop(name, None)  # ambiguous: two kernels write a tensor of that name
+            else:
+                written[name] = (call, output)
+            seen.add(name)
+    names = labels(graph)
+    plan = []
+    for expr in points:
+        q = realizer.integer_tensor(expr)
+        if q is None or q.per_channel or not isinstance(q.expr, relax.Var) or q.expr.name not in written:
+            continue
+        call, output = written[q.expr.name]
+        node = graph.producer(expr)
+        op = "input" if node is None else node.op or node.name
+        plan.append(LayerPoint(expr, names[expr], op, call, output, float(q.scale)))
+    return LayerPlan(plan, probes, graph)
+
+
+def _sample(x: np.ndarray) -> np.ndarray:
+    flat = x.reshape(-1)
+    return flat[:: -(-flat.size // LAYER_ELEMENTS)]
+
+
 def accuracy(
-    float_vm: tvm.relax.VirtualMachine,
-    quant_vm: tvm.relax.VirtualMachine,
+    float_vm: relax.VirtualMachine,
+    traced: TracedArtifact,
+    ops: list[OpInfo],
     eval_batches: list[list[np.ndarray]],
     samples_per_feed: int,
     output_names: list[str],
     held_out: bool,
-    graph: Graph,
-    realizer: Realizer,
-    qconfig: QConfig,
-    run: Runner,
+    plan: LayerPlan | None,
 ) -> Accuracy:
+    """Outputs of the artifact against the float build on every evaluation batch; on the first
+    LAYER_BATCHES, the int8 tensors it writes against the float model's (when `plan` is given)."""
     outputs = [ErrorAccumulator() for _ in output_names]
-    for inputs in eval_batches:
-        for acc, ref, q in zip(outputs, _run(float_vm, inputs), _run(quant_vm, inputs), strict=True):
+    layers = [ErrorAccumulator() for _ in plan.points] if plan else []
+    capture = plan.capture(ops) if plan else {}
+    layer_batches = 0
+    for i, inputs in enumerate(eval_batches):
+        with_layers = plan is not None and i < LAYER_BATCHES
+        got, written = traced.run(inputs, capture if with_layers else None)
+        if i == 0:
+            _check_calls(traced, ops)
+        for acc, ref, q in zip(outputs, _run(float_vm, inputs), got, strict=True):
             acc.update(ref, q)
-    layers = _layer_accuracy(eval_batches[:MAX_LAYER_BATCHES], graph, realizer, qconfig, run)
+        if with_layers:
+            _update_layers(plan, layers, inputs, written)
+            layer_batches += 1
     return Accuracy(
         samples=len(eval_batches) * samples_per_feed,
         held_out=held_out,
         outputs=[acc.output_accuracy(name) for acc, name in zip(outputs, output_names, strict=True)],
-        layers=layers,
+        layers=[a.layer_accuracy(p.label, p.op) for p, a in zip(plan.points, layers, strict=True)]
+        if plan
+        else [],
+        layer_samples=layer_batches * samples_per_feed,
     )
 
 
-def _layer_accuracy(
-    batches: list[list[np.ndarray]],
-    graph: Graph,
-    realizer: Realizer,
-    qconfig: QConfig,
-    run: Runner,
-) -> list[LayerAccuracy]:
-    """Each quantized layer's dequantized output against the float model's tensor there."""
-    nodes = [n for n in graph.nodes if n in realizer.layers]
-    if not nodes or qconfig.do_simulation:
-        return []
-    points = [n.var for n in nodes]
-    float_vm = run(probe_module(graph, qconfig, points))
-    quant_vm = run(realizer.layer_module(points))
-    accs = [ErrorAccumulator() for _ in nodes]
-    for inputs in batches:
-        for acc, ref, q in zip(accs, _run(float_vm, inputs), _run(quant_vm, inputs), strict=True):
-            acc.update(ref, q)
-    names = labels(graph)
-    return [a.layer_accuracy(names[n.var], n.op) for n, a in zip(nodes, accs, strict=True)]
+def _check_calls(traced: TracedArtifact, ops: list[OpInfo]) -> None:
+    """The report proves what ships: the library must call exactly the kernels it lists."""
+    called, listed = traced.times.symbols, [op.name for op in ops]
+    if called != listed:
+        extra = sorted(set(called) - set(listed))
+        missing = sorted(set(listed) - set(called))
+        raise InternalError(
+            f"the artifact called {len(called)} kernels, the integrality section lists {len(listed)} "
+            f"(not listed: {extra[:5]}, not called: {missing[:5]}); please report it"
+        )
+
+
+def _update_layers(
+    plan: LayerPlan,
+    accs: list[ErrorAccumulator],
+    inputs: list[np.ndarray],
+    written: dict[int, list[np.ndarray]],
+) -> None:
+    params = dict(zip(plan.graph.params, inputs, strict=True))
+    index = {p.expr: i for i, p in enumerate(plan.points)}
+
+    def update(expr: relax.Expr, value: np.ndarray) -> None:
+        i = index.get(expr)
+        if i is not None:
+            p = plan.points[i]
+            q = written[p.call][p.output].astype(np.float64) * p.scale
+            accs[i].update(_sample(value), _sample(q))
+
+    for expr, value in params.items():
+        update(expr, value)
+    for vm, chunk in plan.probes:
+        if any(e in index for e in chunk):
+            for expr, value in zip(chunk, _run(vm, inputs), strict=True):
+                update(expr, value)
+
+
+def hotspots(traced: TracedArtifact, ops: list[OpInfo]) -> list[KernelTime]:
+    """The kernels that took the most time in the instrumented runs (least time per call)."""
+    kinds = {op.name: op.relax_op for op in ops}
+    by_kernel = traced.times.by_kernel()
+    total = sum(seconds for _, seconds in by_kernel.values()) or 1.0
+    return [
+        KernelTime(
+            name=name, relax_op=kinds.get(name, ""), calls=calls, ms=seconds * 1e3, share=seconds / total
+        )
+        for name, (calls, seconds) in list(by_kernel.items())[:HOTSPOTS]
+    ]
 
 
 def calibration_section(

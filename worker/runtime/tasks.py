@@ -123,6 +123,7 @@ def _run_pipeline(job_id: str, job: Job, blobs: BlobStore, progress: Any) -> dic
             blobs.fresh_output_dir(job_id),
             progress,
             validation_path=blobs.validation_path(job_id) if job.has_validation else None,
+            model_name=job.model_name or None,
         )
         if not blobs.artifact_path(job_id).is_file():
             return _failed("E_INTERNAL", "the pipeline finished without writing model.so; please report it")
