@@ -20,27 +20,41 @@ import numpy as np
 import pytest
 
 from tests.chromium import run_chromium
-from worker.report.html import BAR_COLORS, render_report_html
+from worker.report.html import (
+    BAR_COLORS,
+    KIND_CORE_FLOAT,
+    LATENCY_COLORS,
+    ROW_CORE_FLOAT,
+    render_report_html,
+)
 
 pytestmark = pytest.mark.chromium
 
 
 @pytest.fixture
-def served_page(tmp_path: Path, sample_report: dict[str, Any]) -> Iterator[str]:
-    """The sample report's page on a local HTTP server (an ephemeral port on 127.0.0.1)."""
+def served_site(tmp_path: Path, make_sample_report: Any) -> Iterator[str]:
+    """The sample report's page (ONNX Runtime beats the int8 build, so the page says where the time
+    goes) on a local HTTP server on 127.0.0.1, as report.html and, every kind unfolded, open.html."""
     site = tmp_path / "site"
     site.mkdir()
-    (site / "report.html").write_text(render_report_html(sample_report), encoding="utf-8")
+    page = render_report_html(make_sample_report(slower=True))
+    (site / "report.html").write_text(page, encoding="utf-8")
+    (site / "open.html").write_text(page.replace("<details ", "<details open "), encoding="utf-8")
     handler = functools.partial(_QuietHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/report.html"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture
+def served_page(served_site: str) -> str:
+    return f"{served_site}/report.html"
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -95,26 +109,48 @@ def _unfilter_rgb(raw: bytes, width: int, height: int) -> np.ndarray:
     return np.frombuffer(b"".join(rows), np.uint8).reshape(height, width, bpp)
 
 
-def test_dom_has_summary_and_chart(chromium: str, served_page: str, tmp_path: Path) -> None:
+def test_dom_has_every_section(chromium: str, served_page: str, tmp_path: Path) -> None:
     dom = run_chromium(chromium, tmp_path / "profile", "--dump-dom", served_page).stdout
-    assert 'id="summary"' in dom
-    assert "Fully integral: no" in dom
-    assert re.search(r'<svg[^>]*id="sqnr-chart"', dom)
-    bars = re.findall(r'<rect class="bar"', dom)
-    assert len(bars) == 7  # one per layer of the rendering fixture
+    assert "<h1>resnet-mini.onnx</h1>" in dom
+    for section in ("model", "summary", "layers", "accuracy", "integrality", "performance", "provenance"):
+        assert f'id="{section}"' in dom, section
+    assert "Fully integral: no" in dom and 'id="speed-note"' in dom
+    assert re.search(r'<svg[^>]*id="sqnr-chart"', dom) and re.search(r'<svg[^>]*id="latency-chart"', dom)
+    assert len(re.findall(r'<rect class="bar"', dom)) == 7  # one per layer of the rendering fixture
+    assert len(re.findall(r'<rect class="latency"', dom)) == 3  # float, ONNX Runtime, int8
     assert 'id="ops-table"' in dom and "fused_dequantize_sigmoid_quantize" in dom
 
 
-def test_screenshot_is_a_rendered_page(chromium: str, served_page: str, tmp_path: Path) -> None:
-    shot = tmp_path / "page.png"
-    run_chromium(
-        chromium, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2000", served_page
-    )
+def _screenshot(chromium: str, url: str, tmp_path: Path, name: str) -> np.ndarray:
+    shot = tmp_path / f"{name}.png"
+    run_chromium(chromium, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,4000", url)
     width, height, pixels = _png_size_and_pixels(shot.read_bytes())
-    assert (width, height) == (1280, 2000)
-    image = _unfilter_rgb(pixels, width, height)
-    # the chart's three bar colours are painted over real areas (the fixture has bars of each band)
-    for quality, color in BAR_COLORS.items():
-        rgb = tuple(int(color[i : i + 2], 16) for i in (1, 3, 5))
-        painted = int(np.all(image == rgb, axis=2).sum())
-        assert painted > 2000, f"{quality} bars: only {painted} pixels of {color} in the screenshot"
+    assert (width, height) == (1280, 4000)
+    return _unfilter_rgb(pixels, width, height)
+
+
+def _rows_of(image: np.ndarray, color: str, width: int = 40) -> np.ndarray:
+    """The pixel rows (y) where `color` fills at least `width` pixels: bars and backgrounds, not
+    the anti-aliased glyphs of text in that colour."""
+    rgb = tuple(int(color[i : i + 2], 16) for i in (1, 3, 5))
+    return np.nonzero(np.all(image == rgb, axis=2).sum(axis=1) >= width)[0]
+
+
+def test_screenshot_shows_the_sections_in_order_with_kinds_folded(
+    chromium: str, served_site: str, tmp_path: Path
+) -> None:
+    image = _screenshot(chromium, f"{served_site}/report.html", tmp_path, "page")
+    # the latency chart: one bar per engine, each in its colour over a real area
+    latency = {key: _rows_of(image, color) for key, color in LATENCY_COLORS.items()}
+    for key, rows in latency.items():
+        assert rows.size >= 15, f"latency bar {key}: {rows.size} rows painted"
+    # the per-layer chart below the latency chart (its green bars: the red is also the badge's)
+    sqnr_top = _rows_of(image, BAR_COLORS["good"]).min()
+    assert max(rows.max() for rows in latency.values()) < sqnr_top
+    # the integrality section below both: the kind with float work in the core is a red line,
+    # and its kernels' rows are folded away until the kind is opened
+    kinds = _rows_of(image, KIND_CORE_FLOAT)
+    assert kinds.size >= 15 and kinds.min() > sqnr_top
+    assert _rows_of(image, ROW_CORE_FLOAT).size == 0
+    opened = _screenshot(chromium, f"{served_site}/open.html", tmp_path, "open")
+    assert _rows_of(opened, ROW_CORE_FLOAT).size >= 15

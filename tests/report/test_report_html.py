@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import html
 import re
 from html.parser import HTMLParser
 from typing import Any
@@ -49,7 +50,7 @@ def test_hostile_op_name_is_escaped(make_sample_report: Any) -> None:
 def test_key_elements_have_stable_ids(sample_report: dict[str, Any]) -> None:
     parsed = _parse(render_report_html(sample_report))
     ids = {attrs.get("id") for _, attrs in parsed.tags}
-    assert {"summary", "sqnr-chart", "ops-table", "integral-badge"} <= ids
+    assert {"model", "summary", "latency-chart", "sqnr-chart", "ops-table", "integral-badge"} <= ids
     bars = [attrs for tag, attrs in parsed.tags if tag == "rect" and attrs.get("class") == "bar"]
     assert len(bars) == len(sample_report["accuracy"]["layers"])
     worst = min(sample_report["accuracy"]["layers"], key=lambda layer: layer["sqnr_db"])
@@ -57,18 +58,54 @@ def test_key_elements_have_stable_ids(sample_report: dict[str, Any]) -> None:
     assert "#c93c3c" in {b["fill"] for b in bars}  # the bad layer is red
 
 
-def test_float_ops_highlighted_and_grouped(sample_report: dict[str, Any]) -> None:
+def test_kernels_grouped_by_kind_folded_with_every_float_reason(sample_report: dict[str, Any]) -> None:
     page = render_report_html(sample_report)
     parsed = _parse(page)
-    groups = [attrs["data-group"] for tag, attrs in parsed.tags if tag == "tbody" and "data-group" in attrs]
-    assert groups == ["prefix", "core", "suffix", "float_fallback"]
+    ops = sample_report["integrality"]["ops"]
+    kinds = [attrs for tag, attrs in parsed.tags if tag == "details" and "data-kind" in attrs]
+    assert {k["data-kind"] for k in kinds} == {op["relax_op"] for op in ops}
+    assert not [k for k in kinds if "open" in k]  # folded by default
+    by_kind = {k["data-kind"]: k["class"] for k in kinds}
+    assert by_kind["sigmoid"] == "kind core-float" and by_kind["nn.conv2d"] == "kind float"
+    assert by_kind["nn.max_pool2d"] == "kind"
+    counts = re.search(r'data-kind="nn.conv2d"><summary>(.*?)</summary>', page).group(1)
+    assert re.findall(r"<span>(\d+)</span>", counts) == ["6", "5", "1"]  # kernels, integer, float
     float_rows = [
         attrs["class"] for tag, attrs in parsed.tags if tag == "tr" and "float" in attrs.get("class", "")
     ]
-    n_float = sum(not op["integral"] for op in sample_report["integrality"]["ops"])
-    assert len(float_rows) == n_float
-    assert "float core" in float_rows
+    assert len(float_rows) == sum(not op["integral"] for op in ops) and "float core" in float_rows
+    reasons = re.findall(r'<tr class="float[^"]*">(?:<td[^>]*>.*?</td>){6}<td>(.*?)</td></tr>', page)
+    assert sorted(reasons) == sorted(
+        html.escape(op["reason"], quote=True) for op in ops if not op["integral"]
+    )
+    assert all(reasons)
     assert "Fully integral: no" in page
+
+
+def test_header_names_the_model_and_its_tensors(sample_report: dict[str, Any]) -> None:
+    page = render_report_html(sample_report)
+    header = re.search(r'<header class="model" id="model">(.*?)</header>', page).group(1)
+    assert "<h1>resnet-mini.onnx</h1>" in header
+    for name, shape in (("image", "(1, 3, 32, 32)"), ("logits", "(1, 10)"), ("embedding", "(1, 64)")):
+        assert f"<code>{name}</code></td><td>{shape}</td><td>float32</td>" in header
+
+
+def test_latency_chart_has_one_bar_per_engine(sample_report: dict[str, Any]) -> None:
+    parsed = _parse(render_report_html(sample_report))
+    bars = [attrs["data-engine"] for tag, attrs in parsed.tags if tag == "rect" and "data-engine" in attrs]
+    assert bars == ["tvm_float", "onnxruntime_fp32", "quantized"]
+
+
+def test_a_slower_build_says_where_the_time_goes(make_sample_report: Any) -> None:
+    faster = render_report_html(make_sample_report())
+    assert 'id="speed-note"' not in faster
+    slower = make_sample_report(slower=True)
+    page = render_report_html(slower)
+    note = re.search(r'<p class="note" id="speed-note">(.*?)</p>', page).group(1)
+    assert "0.83× the speed of ONNX Runtime fp32" in note
+    hot = slower["performance"]["hotspots"]
+    assert len(hot) == 5 and all(f"<code>{h['name']}</code>" in note for h in hot)
+    assert f"{100 * sum(h['share'] for h in hot):.0f} % of its kernel time" in note
 
 
 def test_integral_badge_says_yes(make_sample_report: Any) -> None:
@@ -115,7 +152,7 @@ def test_why_float_shows_the_partitions_reason(sample_report: dict[str, Any]) ->
     row = next(op for op in report["integrality"]["ops"] if op["reason"] == "skipped layer")
     row["reason"] = "unsupported: layout NHWC/OHWI (only NCHW/OIHW)"
     page = render_report_html(report)
-    cells = re.findall(r"<tr class=\"float[^\"]*\">(?:<td[^>]*>.*?</td>){7}<td>(.*?)</td></tr>", page)
+    cells = re.findall(r"<tr class=\"float[^\"]*\">(?:<td[^>]*>.*?</td>){6}<td>(.*?)</td></tr>", page)
     assert "unsupported: layout NHWC/OHWI (only NCHW/OIHW)" in cells, cells
 
 

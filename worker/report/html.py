@@ -16,11 +16,14 @@ from typing import Any
 
 from worker.report.metrics import SQNR_CAP_DB
 from worker.report.schema import (
+    BASELINE_TITLES,
     Accuracy,
     Calibration,
     Integrality,
     LayerAccuracy,
+    ModelInfo,
     OpGroup,
+    OpRecord,
     Performance,
     Provenance,
     Report,
@@ -33,11 +36,16 @@ SQNR_BAD_DB = 20.0
 SQNR_GOOD_DB = 30.0
 
 _GROUP_TITLES: dict[OpGroup, str] = {
-    "prefix": "Quantize prefix (float → int)",
-    "core": "Integral core",
-    "suffix": "Dequantize suffix (int → float)",
-    "float_fallback": "Float fallback (outside the quantized region)",
+    "prefix": "quantize prefix",
+    "core": "integral core",
+    "suffix": "dequantize suffix",
+    "float_fallback": "float fallback",
 }
+#: the latency chart's engines: (key, label, colour)
+LATENCY_COLORS = {"tvm_float": "#7a869a", "onnxruntime_fp32": "#3f6fb5", "quantized": "#1b7a6e"}
+#: backgrounds of a kind's line that holds float kernels of the core, and of such a kernel's row
+KIND_CORE_FLOAT = "#fde4e4"
+ROW_CORE_FLOAT = "#fbeaea"
 
 _CSS = """
 :root { --ok: #2f8f4e; --bad: #c93c3c; --warn: #d6932a; --muted: #667; --line: #dde; }
@@ -60,7 +68,8 @@ section { background: #fff; border: 1px solid var(--line); border-radius: 8px; p
 .card .label { color: var(--muted); font-size: 13px; }
 .card .value { font-size: 22px; font-weight: 600; }
 .q-bad { color: var(--bad); } .q-warn { color: var(--warn); } .q-good { color: var(--ok); }
-.note { margin: 12px 0 0; padding: 8px 12px; border-left: 4px solid var(--bad); background: #fdf0f0; }
+.note { margin: 12px 0 0; padding: 8px 12px; border-left: 4px solid var(--bad); background: #fdf0f0;
+  overflow-wrap: anywhere; }
 table { border-collapse: collapse; width: 100%; font-size: 14px; }
 th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
 td code { overflow-wrap: anywhere; }
@@ -68,8 +77,8 @@ td.dtypes { white-space: nowrap; }
 .scroll { overflow-x: auto; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.group th { background: #eef0f6; font-size: 14px; }
-tr.float td { background: #fff3e0; }
-tr.float.core td, tr.float.float_fallback td { background: #fde4e4; }
+tr.float td { background: #fff8ee; }
+tr.float.core td, tr.float.float_fallback td { background: ROW_CORE_FLOAT; }
 code, pre { font: 13px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 pre { background: #f3f4f8; padding: 10px; border-radius: 6px; overflow: auto; max-height: 420px; }
 dl { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; margin: 0; }
@@ -79,7 +88,19 @@ dt { color: var(--muted); } dd { margin: 0; word-break: break-all; }
 svg text { font: 12px system-ui, sans-serif; fill: #1d2330; }
 svg .axis-label { font-size: 13px; font-weight: 600; }
 footer { color: var(--muted); font-size: 13px; text-align: center; }
+header.model table { width: auto; margin-top: 10px; }
+details.kind { border-bottom: 1px solid var(--line); }
+details.kind > summary { cursor: pointer; padding: 6px 8px; display: grid;
+  grid-template-columns: 2fr 1fr 1fr 1fr 2fr; gap: 8px; font-variant-numeric: tabular-nums; }
+details.kind > summary.head { cursor: default; font-weight: 600; list-style: none; }
+details.kind.float > summary { background: #fff3e0; }
+details.kind.core-float > summary { background: KIND_CORE_FLOAT; }
+details.kind table { margin: 4px 0 10px; }
+ul.reasons { margin: 8px 0 12px; padding-left: 20px; }
 """
+
+
+_CSS = _CSS.replace("ROW_CORE_FLOAT", ROW_CORE_FLOAT).replace("KIND_CORE_FLOAT", KIND_CORE_FLOAT)
 
 
 def _e(value: object) -> str:
@@ -140,7 +161,48 @@ def _card(label: str, value: str, css_class: str = "") -> str:
     return f'<div class="card"><div class="label">{_e(label)}</div><div{cls}>{_e(value)}</div></div>'
 
 
-def _summary(s: Summary, integrality: Integrality) -> str:
+def _is_int(dtype: str) -> bool:
+    return dtype.startswith(("int", "uint", "bool"))
+
+
+def _shape(shape: list[int]) -> str:
+    return "(" + ", ".join(map(str, shape)) + ")"
+
+
+def _header(model: ModelInfo, created: str) -> str:
+    rows = [
+        [_e(kind), f"<code>{_e(t.name)}</code>", _e(_shape(t.shape)), _e(t.dtype)]
+        for kind, tensors in (("input", model.inputs), ("output", model.outputs))
+        for t in tensors
+    ]
+    return (
+        f'<header class="model" id="model"><h1>{_e(model.file)}</h1>'
+        f'<p class="sub">tvmq verification report, created {_e(created)}</p>'
+        f"{_table(['', 'Tensor', 'Shape', 'Dtype'], rows)}</header>"
+    )
+
+
+def _speed_sentence(p: Performance) -> str:
+    """Where the time goes, when the quantized build is slower than the faster float engine."""
+    if p.speedup >= 1:
+        return ""
+    against = BASELINE_TITLES[p.baseline]
+    if not p.hotspots:
+        return f'<p class="note" id="speed-note">The quantized build is slower than {_e(against)}.</p>'
+    share = sum(h.share for h in p.hotspots)
+    kernels = ", ".join(
+        f"<code>{_e(h.name)}</code> ({_e(h.relax_op)}"
+        f"{', ' + _count(h.calls, 'call') if h.calls > 1 else ''}) {_e(_ms(h.ms))}"
+        for h in p.hotspots
+    )
+    return (
+        f'<p class="note" id="speed-note">The quantized build is {p.speedup:.2f}× the speed of '
+        f"{_e(against)}: {100 * share:.0f} % of its kernel time is in {_count(len(p.hotspots), 'kernel')}: "
+        f"{kernels}.</p>"
+    )
+
+
+def _summary(s: Summary, integrality: Integrality, performance: Performance) -> str:
     badge = (
         '<span id="integral-badge" class="badge ok">Fully integral: yes</span>'
         if s.fully_integral
@@ -148,22 +210,57 @@ def _summary(s: Summary, integrality: Integrality) -> str:
     )
     if s.do_simulation:
         badge += '<span class="badge neutral">simulation build (do_simulation)</span>'
+    against = BASELINE_TITLES[s.speedup_baseline]
     cards = [
         _card("Cosine similarity", f"{s.cosine:.6f}"),
         _card("SQNR (worst output)", _db(s.sqnr_db), f"q-{_quality(s.sqnr_db)}"),
         _card("Top-1 agreement", _pct(s.top1_agreement)),
-        _card("Speed-up (float / int8)", f"{s.speedup:.2f}×", "q-good" if s.speedup >= 1 else "q-bad"),
-        _card("Float latency (median)", _ms(s.float_latency_ms)),
+        _card(f"Speed-up vs {against}", f"{s.speedup:.2f}×", "q-good" if s.speedup >= 1 else "q-bad"),
         _card("Quantized latency (median)", _ms(s.quantized_latency_ms)),
         _card("Calibration", s.calibrate_mode),
     ]
     note = ""
     if integrality.float_in_core:
-        names = ", ".join(f"<code>{_e(n)}</code>" for n in integrality.float_in_core)
-        note = f'<p class="note">Float ops inside the integral core: {names}</p>'
+        names = ", ".join(f"<code>{_e(n)}</code>" for n in dict.fromkeys(integrality.float_in_core))
+        note = f'<p class="note">Float kernels inside the integral core: {names}</p>'
     return (
         f'<section id="summary"><h2>Summary</h2><div>{badge}</div>'
-        f'<div class="cards">{"".join(cards)}</div>{note}</section>'
+        f'<div class="cards">{"".join(cards)}</div>{note}{_speed_sentence(performance)}'
+        f"{_latency_chart(performance)}</section>"
+    )
+
+
+def _latency_chart(p: Performance) -> str:
+    """One bar per engine measured (median, with its p90 as a whisker), on one linear axis."""
+    engines = [("tvm_float", "our float build", p.float)]
+    if p.onnxruntime is not None:
+        engines.append(("onnxruntime_fp32", "ONNX Runtime fp32", p.onnxruntime))
+    engines.append(("quantized", "int8 (this artifact)", p.quantized))
+    label_w, plot_w, value_w, bar_h, gap, top = 170, 560, 150, 22, 10, 8
+    hi = 1.25 * max(lat.median_ms for _, _, lat in engines) or 1.0  # a noisy p90 is cut, not scaled
+    height = top + len(engines) * (bar_h + gap) + 20
+    parts = []
+    for i, (key, label, lat) in enumerate(engines):
+        y = top + i * (bar_h + gap)
+        w = max(plot_w * lat.median_ms / hi, 1.0)
+        whisker = label_w + plot_w * min(lat.p90_ms / hi, 1.0)
+        title = f"{label}: median {_ms(lat.median_ms)}, p90 {_ms(lat.p90_ms)}"
+        parts.append(
+            f'<text x="{label_w - 8}" y="{y + bar_h - 6}" text-anchor="end">{_e(label)}</text>'
+            f'<rect class="latency" data-engine="{key}" x="{label_w}" y="{y}" width="{w:.1f}" '
+            f'height="{bar_h}" fill="{LATENCY_COLORS[key]}"><title>{_e(title)}</title></rect>'
+            f'<line x1="{label_w + w:.1f}" y1="{y + bar_h / 2}" x2="{whisker:.1f}" y2="{y + bar_h / 2}" '
+            f'stroke="#1d2330" />'
+            f'<text x="{label_w + plot_w + 8}" y="{y + bar_h - 6}">{_e(_ms(lat.median_ms))}</text>'
+        )
+    parts.append(
+        f'<text x="{label_w}" y="{height - 4}" class="axis-label">median latency, {p.threads} '
+        f"thread(s); the line reaches the p90</text>"
+    )
+    return (
+        f'<svg id="latency-chart" xmlns="http://www.w3.org/2000/svg" width="100%" '
+        f'viewBox="0 0 {label_w + plot_w + value_w} {height}" role="img" '
+        f'aria-label="Median latency of each engine">{"".join(parts)}</svg>'
     )
 
 
@@ -221,9 +318,9 @@ def _sqnr_chart(layers: list[LayerAccuracy]) -> str:
         f'<line x1="{label_w}" y1="{height - bottom + 4}" x2="{label_w + plot_w}" '
         f'y2="{height - bottom + 4}" stroke="#667" />'
         f'<text class="axis-label" x="{label_w + plot_w / 2}" y="{height - 8}" text-anchor="middle">'
-        "SQNR of the quantized layer output vs float (dB)</text>"
+        "SQNR of the int8 tensor vs float (dB)</text>"
         f'<text class="axis-label" x="{label_w - 8}" y="{height - 8}" text-anchor="end">'
-        "layer (graph order ↓)</text>"
+        "tensor (graph order ↓)</text>"
     )
     return (
         f'<svg id="sqnr-chart" xmlns="http://www.w3.org/2000/svg" width="100%" '
@@ -246,7 +343,9 @@ def _layers(accuracy: Accuracy) -> str:
     worst = min(accuracy.layers, key=lambda layer: layer.sqnr_db)
     return (
         '<section id="layers"><h2>Per-layer SQNR</h2>'
-        f'<p class="sub">Where accuracy is lost: each quantized layer\'s output against the float model. '
+        '<p class="sub">Where accuracy is lost: each int8 tensor the artifact writes out (what its '
+        "integer kernels read) against the float model's tensor there, on "
+        f"{_count(accuracy.layer_samples, 'sample')}. "
         f"Worst: <code>{_e(worst.name)}</code> ({_e(worst.op)}) at {_e(_db(worst.sqnr_db))}.</p>"
         f'<p class="legend">{legend}</p>{_sqnr_chart(accuracy.layers)}</section>'
     )
@@ -281,39 +380,66 @@ def _accuracy(accuracy: Accuracy) -> str:
     )
 
 
+def _kind_rows(members: list[tuple[int, OpRecord]]) -> str:
+    rows = []
+    for i, op in members:
+        cls = "int" if op.integral else f"float {op.group}"
+        floats = [d for d in op.computes if not _is_int(d)]
+        dtypes = f"{', '.join(op.inputs)} → {', '.join(op.outputs)}"
+        if floats and all(map(_is_int, op.inputs + op.outputs)):  # integer buffers, float inside
+            dtypes += f" (computes {', '.join(floats)})"
+        rows.append(
+            f'<tr class="{cls}"><td class="num">{i}</td><td><code>{_e(op.name)}</code></td>'
+            f"<td>{_e(_GROUP_TITLES[op.group])}</td><td>{_e(', '.join(dict.fromkeys(op.relax_ops)))}</td>"
+            f'<td class="dtypes">{_e(dtypes)}</td><td class="num">{op.macs:,}</td>'
+            f"<td>{_e(op.reason or '')}</td></tr>"
+        )
+    head = "".join(
+        f"<th{_NUM if h in ('#', 'MACs') else ''}>{h}</th>"
+        for h in ("#", "Kernel", "Group", "Relax ops", "Dtypes", "MACs", "Why float")
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
 def _ops(integrality: Integrality) -> str:
+    """Kernels grouped by kind (one folded line each, with counts); the rows inside. Every float
+    kernel's reason is in its row, and the reasons are counted above the table."""
     c = integrality.counts
     total_macs = c.integer_macs + c.float_macs
     int_share = f" ({100 * c.integer_macs / total_macs:.1f} % of MACs)" if total_macs else ""
-    head = "".join(
-        f"<th{_NUM if h in ('#', 'MACs') else ''}>{h}</th>"
-        for h in ("#", "PrimFunc", "Relax op", "Inputs", "Outputs", "MACs", "Dtypes", "Why float")
-    )
-    bodies = []
-    for group, title in _GROUP_TITLES.items():
-        members = [(i, op) for i, op in enumerate(integrality.ops) if op.group == group]
-        if not members:
-            continue
+    kinds: dict[str, list[tuple[int, OpRecord]]] = {}
+    for i, op in enumerate(integrality.ops):
+        kinds.setdefault(op.relax_op, []).append((i, op))
+    order = sorted(kinds, key=lambda k: (-sum(op.macs for _, op in kinds[k]), -len(kinds[k]), k))
+    lines = [
+        '<details class="kind head"><summary class="head"><span>Kind</span><span>Kernels</span>'
+        "<span>Integer</span><span>Float</span><span>MACs · groups</span></summary></details>"
+    ]
+    for kind in order:
+        members = kinds[kind]
         floats = sum(not op.integral for _, op in members)
-        heading = f"{title}: {_count(len(members), 'op')}, {floats} float"
-        rows = [f'<tr class="group"><th colspan="8">{_e(heading)}</th></tr>']
-        for i, op in members:
-            cls = "int" if op.integral else f"float {group}"
-            rows.append(
-                f'<tr class="{cls}"><td class="num">{i}</td><td><code>{_e(op.name)}</code></td>'
-                f'<td>{_e(op.relax_op)}</td><td class="dtypes">{_e(", ".join(op.inputs))}</td>'
-                f'<td class="dtypes">{_e(", ".join(op.outputs))}</td><td class="num">{op.macs:,}</td>'
-                f"<td>{'integer' if op.integral else 'float'}</td><td>{_e(op.reason or '')}</td></tr>"
-            )
-        bodies.append(f'<tbody data-group="{group}">{"".join(rows)}</tbody>')
+        core_float = any(not op.integral and op.group == "core" for _, op in members)
+        cls = "kind core-float" if core_float else "kind float" if floats else "kind"
+        groups = ", ".join(dict.fromkeys(_GROUP_TITLES[op.group] for _, op in members))
+        lines.append(
+            f'<details class="{cls}" data-kind="{_e(kind)}"><summary><span><code>{_e(kind)}</code></span>'
+            f"<span>{len(members)}</span><span>{len(members) - floats}</span><span>{floats}</span>"
+            f"<span>{sum(op.macs for _, op in members):,} · {_e(groups)}</span></summary>"
+            f"{_kind_rows(members)}</details>"
+        )
+    reasons: dict[str, int] = {}
+    for op in integrality.ops:
+        if op.reason:
+            reasons[op.reason] = reasons.get(op.reason, 0) + 1
+    why = "".join(f"<li>{_e(r)}: {_count(n, 'kernel')}</li>" for r, n in reasons.items())
+    why_html = f'<p>Why kernels are float:</p><ul class="reasons">{why}</ul>' if why else ""
     return (
         '<section id="integrality"><h2>Integrality of the compiled module</h2>'
-        '<p class="sub">Every TIR PrimFunc called from <code>main</code>: '
-        f"{_count(c.integer_ops, 'integer op')}{int_share}, {_count(c.float_ops, 'float op')}. "
-        "Float rows are highlighted; red ones are float "
-        "work the quantized model still does.</p>"
-        f'<div class="scroll"><table id="ops-table"><thead><tr>{head}</tr></thead>{"".join(bodies)}</table>'
-        "</div></section>"
+        '<p class="sub">Every kernel the library\'s <code>main</code> calls, as the library exports it: '
+        f"{_count(c.integer_ops, 'integer kernel call')}{int_share}, "
+        f"{_count(c.float_ops, 'float kernel call')}. Click a kind to see its kernels; red kinds "
+        "have float work inside the integral core.</p>"
+        f'{why_html}<div class="scroll" id="ops-table">{"".join(lines)}</div></section>'
     )
 
 
@@ -343,25 +469,31 @@ def _tables(integrality: Integrality) -> str:
 def _performance(p: Performance) -> str:
     rows = [
         [
-            "Float build",
+            "Our float build",
             _ms(p.float.median_ms),
             _ms(p.float.p90_ms),
             _bytes(p.float_artifact_bytes),
             _bytes(p.weight_bytes_float),
         ],
+    ]
+    if p.onnxruntime is not None:
+        rows.append(["ONNX Runtime fp32", _ms(p.onnxruntime.median_ms), _ms(p.onnxruntime.p90_ms), "", ""])
+    rows.append(
         [
             "Quantized build",
             _ms(p.quantized.median_ms),
             _ms(p.quantized.p90_ms),
             _bytes(p.artifact_bytes),
             _bytes(p.weight_bytes_quantized),
-        ],
-    ]
+        ]
+    )
     table = _table(["", "Median", "p90", "Library size", "Weights"], rows, numeric=(1, 2, 3, 4))
+    ort = "" if p.onnxruntime is not None else f" ONNX Runtime: {_e(p.onnxruntime_note or 'not measured')}."
     return (
         f'<section id="performance"><h2>Performance</h2><p class="sub">{p.runs} interleaved runs per '
-        f"build in one process, {p.threads} runtime thread(s). Speed-up {p.speedup:.2f}×.</p>"
-        f"{table}</section>"
+        f"engine in one process, {p.threads} thread(s) each. Speed-up {p.speedup:.2f}× against "
+        f"{_e(BASELINE_TITLES[p.baseline])} (the faster float engine), {p.speedup_vs_float:.2f}× against "
+        f"our float build.{ort}</p>{table}</section>"
     )
 
 
@@ -407,6 +539,12 @@ def _isa(p: Provenance) -> str:
     return f'{used}; target "native" would use {p.native_isa}' if p.native_isa else used
 
 
+def _pipeline(p: Provenance) -> str:
+    if p.pipeline == "tvmq":
+        return "tvmq (worker/kernels)"
+    return f"TVM's default (fallback: ours failed with {p.pipeline_fallback})"
+
+
 def _provenance(p: Provenance) -> str:
     facts = [
         ("Model sha256", p.model_sha256),
@@ -416,6 +554,7 @@ def _provenance(p: Provenance) -> str:
         ("tvmq", p.tvmq_version),
         ("Target", json.dumps(p.target, sort_keys=True)),
         ("Int8 kernels", _isa(p)),
+        ("Build pipeline", _pipeline(p)),
         ("Created", p.created_at.isoformat()),
     ]
     facts += [
@@ -531,10 +670,10 @@ def _search(search: Search | None) -> str:
 def render_report_html(report: dict[str, Any]) -> str:
     """The whole page for one report dict (as stored in report.json)."""
     r = Report.model_validate(report)
-    created = _e(r.provenance.created_at.isoformat())
     body = "".join(
         [
-            _summary(r.summary, r.integrality),
+            _header(r.model, r.provenance.created_at.isoformat()),
+            _summary(r.summary, r.integrality, r.performance),
             _search(r.search),
             _layers(r.accuracy),
             _accuracy(r.accuracy),
@@ -548,9 +687,7 @@ def render_report_html(report: dict[str, Any]) -> str:
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>tvmq report {_e(r.provenance.model_sha256[:12])}</title><style>{_CSS}</style></head>"
-        f'<body><main><h1>tvmq verification report</h1><p class="sub">model '
-        f"<code>{_e(r.provenance.model_sha256[:16])}…</code>, created {created}"
-        f"</p>{body}<footer>report schema {_e(r.schema_version)} · generated by tvmq "
+        f"<title>tvmq report: {_e(r.model.file)}</title><style>{_CSS}</style></head>"
+        f"<body><main>{body}<footer>report schema {_e(r.schema_version)} · generated by tvmq "
         f"{_e(r.provenance.tvmq_version)}</footer></main></body></html>"
     )
