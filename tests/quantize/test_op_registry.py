@@ -17,12 +17,12 @@ from tvm.relax import op as R
 import worker.qconfig as qconfig_module
 import worker.quantize.ops as ops
 from worker import frontend
-from worker.build import compile_and_load
+from worker.build import compile_and_load, compile_traced
 from worker.errors import QConfigError
 from worker.qconfig import QConfig, parse_qconfig
 from worker.quantize.annotate import annotate
 from worker.quantize.calibrate import calibrate
-from worker.quantize.classify import lowered_ops
+from worker.quantize.classify import artifact_ops
 from worker.quantize.graph import Graph, Node, build_graph
 from worker.quantize.ops.base import OpRule, RealizeContext
 from worker.quantize.partition import partition
@@ -31,7 +31,8 @@ from worker.quantize.qtensor import QTensor
 from worker.quantize.realize import realize
 
 SHAPE = (1, 3, 4, 4)
-RUN = partial(compile_and_load, target=tvm.target.Target({"kind": "llvm"}))
+TARGET = tvm.target.Target({"kind": "llvm"})
+RUN = partial(compile_and_load, target=TARGET)
 
 
 def _negate(ctx: RealizeContext, node: Node) -> QTensor:
@@ -87,7 +88,8 @@ def test_a_registered_op_is_seen_by_every_pass(register_dummy: Callable[..., OpR
     qmod, realizer = realize(graph, annotation, cal.thresholds, qconfig)
     assert neg in realizer.layers and not realizer.float_reasons
 
-    (op,) = [op for op, _ in lowered_ops(qmod) if op.relax_op == "negative"]
+    compiled = compile_traced(qmod, TARGET)
+    (op,) = [op for op, _ in artifact_ops(qmod, compiled.lowering) if op.relax_op == "negative"]
     assert op.integral and op.inputs == ["int32"] and op.macs == prod(SHAPE)
     x = np.random.default_rng(0).uniform(-4, 4, SHAPE).astype(np.float32)
     got = RUN(qmod)["main"](tvm.runtime.tensor(x)).numpy()

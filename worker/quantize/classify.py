@@ -4,10 +4,14 @@ Classification reads the module as the builder lowered it (quantize/lowering.py)
 the VM functions call after the packed-kernel rewrite and fusion, named as the library exports
 them, with every dtype their bodies compute in. So what it proves is what the compiled code
 does. A kernel is integral when every dtype it touches (its buffers, the values it computes, its
-casts) is an integer. Groups: `prefix` = float kernels feeding the integer region with no integer
-kernel before them (input quantization, skipped first layers); `core` = integer kernels and any
-float kernel between integer kernels; `suffix` = float kernels after the integer region
-(dequantize, float heads); `float_fallback` = float kernels that never touch the integer region.
+casts) is an integer, or when every op it computes is an integer op of the module given to the
+build and the float values are the lowering's own (`exact_float`: the packed-kernel rewrite
+computes stride-1 grouped int8 convs in float32, exact for their tap count).
+
+Groups: `prefix` = float kernels feeding the integer region with no integer kernel before them
+(input quantization, skipped first layers); `core` = integer kernels and any float kernel between
+integer kernels; `suffix` = float kernels after the integer region (dequantize, float heads);
+`float_fallback` = float kernels that never touch the integer region.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass, field
 import tvm
 from tvm import relax
 
-from worker.quantize.graph import shape_of
+from worker.quantize.graph import dtypes_of, shape_of
 from worker.quantize.lowering import KernelCall, Lowering, kernel_calls
 from worker.quantize.ops import rule_for
 
@@ -49,6 +53,9 @@ class OpInfo:
     produces: list[str] = field(default_factory=list)  # those it writes out, one per output
     function: str = ""  # the VM function that calls it
     computes: list[str] = field(default_factory=list)  # every data dtype of its body
+    #: integral through float arithmetic: every op it computes is an integer op of the module given
+    #: to the build, and the float values in between are the builder's exact choice
+    exact_float: bool = False
 
 
 def float_reason(op: OpInfo, reasons: dict[str, str]) -> str | None:
@@ -64,9 +71,17 @@ def is_int(dtype: str) -> bool:
     return dtype.startswith(("int", "uint", "bool"))
 
 
-def _source_ops(mod: tvm.IRModule) -> dict[relax.Var, tuple[str, int]]:
-    """(op name, multiply-accumulates) of every op binding of the module given to the build."""
-    out: dict[relax.Var, tuple[str, int]] = {}
+@dataclass
+class _SourceOp:
+    """An op binding of the module given to the build."""
+
+    name: str
+    macs: int
+    integral: bool  # its operands and results are integers: the quantizer made it an integer op
+
+
+def _source_ops(mod: tvm.IRModule) -> dict[relax.Var, _SourceOp]:
+    out: dict[relax.Var, _SourceOp] = {}
     for func in mod.functions.values():
         if not isinstance(func, relax.Function):
             continue
@@ -77,7 +92,8 @@ def _source_ops(mod: tvm.IRModule) -> dict[relax.Var, tuple[str, int]]:
                     name = v.op.name.removeprefix("relax.")
                     rule = rule_for(name)
                     macs = rule.macs(v, shape_of(b.var)) if rule is not None and rule.macs is not None else 0
-                    out[b.var] = (name, macs)
+                    dtypes = [d for a in v.args if isinstance(a, relax.Expr) for d in dtypes_of(a)]
+                    out[b.var] = _SourceOp(name, macs, all(map(is_int, dtypes + dtypes_of(b.var))))
     return out
 
 
@@ -98,17 +114,24 @@ def kernel_kind(relax_ops: list[str], inputs: list[str], outputs: list[str], sym
     return "elementwise"
 
 
-def _op_info(call: KernelCall, ops: dict[relax.Var, tuple[str, int]]) -> OpInfo:
+def _op_info(call: KernelCall, ops: dict[relax.Var, _SourceOp]) -> OpInfo:
     known = [ops[v] for v in call.origins if v in ops]
-    relax_ops = [name for name, _ in known]
+    relax_ops = [op.name for op in known]
+    strict = all(map(is_int, call.inputs + call.outputs + call.computes))
+    # float arithmetic the builder chose for integer ops (e.g. stride-1 grouped int8 convs in
+    # float32, exact for their tap count): every op of the source module the kernel computes is an
+    # integer op, and its float values are computed by bindings the builder added
+    exact_float = not strict and bool(known) and all(op.integral for op in known)
+    kind_dtypes = (["int32"], ["int32"]) if exact_float else (call.inputs, call.outputs)
     return OpInfo(
         var=call.site,
         name=call.symbol,
-        relax_op=kernel_kind(relax_ops, call.inputs, call.outputs, call.symbol),
+        relax_op=kernel_kind(relax_ops, *kind_dtypes, call.symbol),
         inputs=call.inputs,
         outputs=call.outputs,
-        integral=all(map(is_int, call.inputs + call.outputs + call.computes)),
-        macs=sum(macs for _, macs in known),
+        integral=strict or exact_float,
+        exact_float=exact_float,
+        macs=sum(op.macs for op in known),
         relax_ops=relax_ops,
         origins=[v.name for v in call.origins],
         produces=[v.name for v in call.produces],

@@ -386,7 +386,9 @@ def _kind_rows(members: list[tuple[int, OpRecord]]) -> str:
         cls = "int" if op.integral else f"float {op.group}"
         floats = [d for d in op.computes if not _is_int(d)]
         dtypes = f"{', '.join(op.inputs)} → {', '.join(op.outputs)}"
-        if floats and all(map(_is_int, op.inputs + op.outputs)):  # integer buffers, float inside
+        if op.exact_float:
+            dtypes += f" (integer ops computed exactly in {', '.join(floats)})"
+        elif floats and all(map(_is_int, op.inputs + op.outputs)):  # integer buffers, float inside
             dtypes += f" (computes {', '.join(floats)})"
         rows.append(
             f'<tr class="{cls}"><td class="num">{i}</td><td><code>{_e(op.name)}</code></td>'

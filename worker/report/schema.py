@@ -50,7 +50,15 @@ class OpRecord(_Strict):
     computes: list[str] = Field(
         default_factory=list, description="every dtype the kernel's body uses (buffers, values, casts)"
     )
-    integral: bool = Field(description="every dtype the kernel touches is an integer or bool type")
+    integral: bool = Field(
+        description="every dtype the kernel touches is an integer or bool type, or (exact_float) every "
+        "op it computes is an integer op"
+    )
+    exact_float: bool = Field(
+        False,
+        description="integral through float32 arithmetic the builder chose for integer ops (exact: "
+        "every value is an integer float32 holds)",
+    )
     macs: int = Field(ge=0, description="multiply-accumulates per inference")
     reason: FloatReason | None = Field(None, description="why the kernel is float; None when integral")
 
@@ -60,6 +68,8 @@ class OpRecord(_Strict):
             raise ValueError(f"op {self.name!r} is integral but has a float reason {self.reason!r}")
         if not self.integral and self.reason is None:
             raise ValueError(f"op {self.name!r} is float but says not why")
+        if self.exact_float and not self.integral:
+            raise ValueError(f"op {self.name!r} is exact_float but not integral")
         return self
 
 

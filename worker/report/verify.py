@@ -109,6 +109,7 @@ def integrality(
                 outputs=op.outputs,
                 computes=op.computes,
                 integral=op.integral,
+                exact_float=op.exact_float,
                 macs=op.macs,
                 reason=None if op.integral else reason or _CONVERSION[group],
             )
