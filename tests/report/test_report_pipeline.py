@@ -45,7 +45,9 @@ def test_report_validates_and_numbers_come_from_runs(tmp_path):
     assert activations and all(t.method == "max" and t.mse_vs_max == 1.0 for t in activations)
     assert all(t.clipped == 0.0 and t.sqnr_db > 20 and t.nbit == 8 for t in activations)
     assert report.integrality.fully_integral and report.integrality.counts.integer_macs > 0
-    assert [layer.name for layer in report.accuracy.layers][:1] == ["nn.conv2d#0"]
+    # per int8 tensor the artifact writes out (one fused into its consumer is not), in graph order
+    names = [layer.name for layer in report.accuracy.layers]
+    assert names[0] == "x" and len(names) > 1
     groups = {op.group for op in report.integrality.ops}
     assert groups >= {"prefix", "core", "suffix"}
     assert report.provenance.stage_seconds.keys() >= {"calibrate", "realize", "build", "verify"}
@@ -63,7 +65,8 @@ def test_skipped_layers_are_float_fallback_with_reason(tmp_path):
     )  # Relay defaults: first conv and the dense head stay float
     ops = result.report["integrality"]["ops"]
     fallback = [op for op in ops if op["group"] == "float_fallback"]
-    assert {op["reason"] for op in fallback if op["macs"]} == {"skipped layer"}
+    # a kernel's reason is its ops' (the skipped conv first, then the epilogue fused into it)
+    assert {op["reason"].split("; ")[0] for op in fallback if op["macs"]} == {"skipped layer"}
     assert sum(op["macs"] for op in fallback) == result.report["integrality"]["counts"]["float_macs"]
 
 
@@ -79,7 +82,7 @@ def test_harmful_qconfig_shows_low_layer_sqnr(tmp_path):
     good_layers = {layer["name"]: layer["sqnr_db"] for layer in good.report["accuracy"]["layers"]}
     bad_layers = {layer["name"]: layer["sqnr_db"] for layer in bad.report["accuracy"]["layers"]}
     assert min(good_layers.values()) > 15.0, good_layers
-    assert bad_layers["nn.conv2d#0"] < 5.0, bad_layers
+    assert min(bad_layers.values()) < 5.0, bad_layers
     assert bad.report["summary"]["sqnr_db"] < 5.0 < good.report["summary"]["sqnr_db"]
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import onnx
+import tvm
 from onnx import TensorProto, helper
 
 from worker import frontend
+from worker.build import compile_traced
 from worker.qconfig import QConfig
 from worker.quantize.annotate import annotate
 from worker.quantize.calibrate import calibrate
+from worker.quantize.classify import artifact_ops, classify
 from worker.quantize.graph import Graph, build_graph
 from worker.quantize.partition import partition
 from worker.quantize.prerequisite import prerequisite_optimize
@@ -46,7 +49,10 @@ def test_float_ops_carry_the_partitions_reason_not_no_rule() -> None:
     cal = calibrate(graph, annotation, None, qconfig, _never_run)
     qmod, realizer = realize(graph, annotation, cal.thresholds, qconfig)
 
-    reasons = {op.relax_op: op.reason for op in verify.integrality(qmod, realizer.float_reasons).ops}
+    kernels = classify(artifact_ops(qmod, compile_traced(qmod, tvm.target.Target({"kind": "llvm"})).lowering))
+    reasons = {
+        ", ".join(op.relax_ops): op.reason for op in verify.integrality(kernels, realizer.float_reasons).ops
+    }
     assert reasons == {
         "nn.relu": "float operands (follow op outside a quantized region)",
         "nn.conv2d": "unsupported: weight is not a constant",
