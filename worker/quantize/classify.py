@@ -75,6 +75,7 @@ def is_int(dtype: str) -> bool:
 class _SourceOp:
     """An op binding of the module given to the build."""
 
+    var: str  # the binding's name (the partition's reasons are keyed by it)
     name: str
     macs: int
     integral: bool  # its operands and results are integers: the quantizer made it an integer op
@@ -93,7 +94,11 @@ def _source_ops(mod: tvm.IRModule) -> dict[relax.Var, _SourceOp]:
                     rule = rule_for(name)
                     macs = rule.macs(v, shape_of(b.var)) if rule is not None and rule.macs is not None else 0
                     dtypes = [d for a in v.args if isinstance(a, relax.Expr) for d in dtypes_of(a)]
-                    out[b.var] = _SourceOp(name, macs, all(map(is_int, dtypes + dtypes_of(b.var))))
+                    out[b.var] = _SourceOp(
+                        b.var.name, name, macs, all(map(is_int, dtypes + dtypes_of(b.var)))
+                    )
+                elif isinstance(v, relax.Var) and v in out:
+                    out[b.var] = out[v]  # an alias (`gv = lv1`): the build binds the op to it
     return out
 
 
@@ -117,7 +122,10 @@ def kernel_kind(relax_ops: list[str], inputs: list[str], outputs: list[str], sym
 def _op_info(call: KernelCall, ops: dict[relax.Var, _SourceOp], by_name: dict[str, _SourceOp]) -> OpInfo:
     # by identity; a function's output Var may be rebound by the build's first passes, then by its
     # name (only names bound once in the source module)
-    known = [ops[v] if v in ops else by_name[v.name] for v in call.origins if v in ops or v.name in by_name]
+    source = {
+        v: ops[v] if v in ops else by_name[v.name] for v in call.origins if v in ops or v.name in by_name
+    }
+    known = list(source.values())
     relax_ops = [op.name for op in known]
     strict = all(map(is_int, call.inputs + call.outputs + call.computes))
     # float arithmetic the builder chose for integer ops (e.g. stride-1 grouped int8 convs in
@@ -135,8 +143,8 @@ def _op_info(call: KernelCall, ops: dict[relax.Var, _SourceOp], by_name: dict[st
         exact_float=exact_float,
         macs=sum(op.macs for op in known),
         relax_ops=relax_ops,
-        origins=[v.name for v in call.origins],
-        produces=[v.name for v in call.produces],
+        origins=[source[v].var if v in source else v.name for v in call.origins],
+        produces=[(ops[v].var if v in ops else v.name) for v in call.produces],
         function=call.function,
         computes=call.computes,
     )
