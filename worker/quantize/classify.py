@@ -17,7 +17,7 @@ integer kernels; `suffix` = float kernels after the integer region (dequantize, 
 from __future__ import annotations
 
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import tvm
@@ -119,12 +119,8 @@ def kernel_kind(relax_ops: list[str], inputs: list[str], outputs: list[str], sym
     return "elementwise"
 
 
-def _op_info(call: KernelCall, ops: dict[relax.Var, _SourceOp], by_name: dict[str, _SourceOp]) -> OpInfo:
-    # by identity; a function's output Var may be rebound by the build's first passes, then by its
-    # name (only names bound once in the source module)
-    source = {
-        v: ops[v] if v in ops else by_name[v.name] for v in call.origins if v in ops or v.name in by_name
-    }
+def _op_info(call: KernelCall, ops: dict[relax.Var, _SourceOp]) -> OpInfo:
+    source = {v: ops[v] for v in call.origins if v in ops}
     known = list(source.values())
     relax_ops = [op.name for op in known]
     strict = all(map(is_int, call.inputs + call.outputs + call.computes))
@@ -154,9 +150,7 @@ def artifact_ops(source: tvm.IRModule, lowering: Lowering) -> list[tuple[OpInfo,
     """(kernel, sites of the kernels it reads) for every kernel call of the built module `main`;
     `source` is the module that was given to the build (its ops and MACs name the kernels)."""
     ops = _source_ops(source)
-    names = Counter(v.name for v in ops)
-    by_name = {v.name: op for v, op in ops.items() if names[v.name] == 1}
-    return [(_op_info(call, ops, by_name), call.upstream) for call in kernel_calls(lowering)]
+    return [(_op_info(call, ops), call.upstream) for call in kernel_calls(lowering)]
 
 
 def classify(ops: list[tuple[OpInfo, list[str]]]) -> list[OpInfo]:
