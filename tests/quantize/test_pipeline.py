@@ -50,19 +50,20 @@ def test_small_models_accurate_and_fully_integral(tmp_path, builder, mode):
     assert result.report["summary"]["cosine"] >= 0.99
 
 
-def _conv_softmax_conv() -> onnx.ModelProto:
-    """conv -> Softmax (no int8 rule) -> conv: a float-only op between two integer layers."""
+def _conv_sin_conv() -> onnx.ModelProto:
+    """conv -> Sin (no int8 rule; softmax has an integer one now) -> conv: a float-only op between
+    two integer layers."""
     rng = np.random.default_rng(5)
     w1 = numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "w1")
     w2 = numpy_helper.from_array(rng.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32), "w2")
     nodes = [
         helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
-        helper.make_node("Softmax", ["c1"], ["s"], axis=1),
+        helper.make_node("Sin", ["c1"], ["s"]),
         helper.make_node("Conv", ["s", "w2"], ["y"]),
     ]
     graph = helper.make_graph(
         nodes,
-        "conv_softmax_conv",
+        "conv_sin_conv",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])],
         [w1, w2],
@@ -71,7 +72,7 @@ def _conv_softmax_conv() -> onnx.ModelProto:
 
 
 def test_fully_integral_names_the_float_op(tmp_path):
-    model = _conv_softmax_conv()
+    model = _conv_sin_conv()
     calibration = models.random_calibration(model, 8, 2)
     with pytest.raises(NotFullyIntegralError) as err:
         quantize(
@@ -83,7 +84,7 @@ def test_fully_integral_names_the_float_op(tmp_path):
             **INTEGRAL,
         )
     assert err.value.code == "E_NOT_FULLY_INTEGRAL"
-    assert any(op.startswith("softmax") for op in err.value.detail["ops"]), err.value.message
+    assert any(op.startswith("sin") for op in err.value.detail["ops"]), err.value.message
     assert "float32" in err.value.message and "no rule" in err.value.message
 
 
