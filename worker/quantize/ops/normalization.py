@@ -97,20 +97,20 @@ def _layer_norm_accepts(node: Node) -> str | None:
     return layer_norm_misfit(shape_of(node.var), _norm_axes(node))
 
 
-def _isqrt_func(start: int, iterations: int) -> tirx.PrimFunc:
+def _isqrt_func(start: int, iterations: int, length: int) -> tirx.PrimFunc:
     """floor(sqrt(n)) of every int64 1 <= n, by Newton's iteration from `start` (a power of two at or
     above the largest root), kept monotone: x = min(x, (x + n // x) / 2). A loop in one TIR block:
-    as Relax ops, each step reads x three times, and inlining the fused chain grows as 3^steps."""
+    as Relax ops, each step reads x three times, and inlining the fused chain grows as 3^steps.
+    The length is static: FuseTIR cannot map a symbolic buffer onto the reshape fused before it."""
 
     @T.prim_func(private=True, s_tir=True)
     def isqrt(a: T.handle, b: T.handle) -> None:
         T.func_attr({"tirx.noalias": True})
-        length = T.int64()
-        n = T.match_buffer(a, (length,), "int64")
-        x = T.match_buffer(b, (length,), "int64")
-        for i in range(length):
+        n = T.match_buffer(a, (T.int64(length),), "int64")
+        x = T.match_buffer(b, (T.int64(length),), "int64")
+        for i in range(T.int64(length)):
             with T.sblock("isqrt"):
-                vi = T.axis.spatial(length, i)
+                vi = T.axis.spatial(T.int64(length), i)
                 T.reads(n[vi])
                 T.writes(x[vi])
                 x[vi] = T.int64(start)
@@ -123,9 +123,9 @@ def _isqrt_func(start: int, iterations: int) -> tirx.PrimFunc:
 def _isqrt(ctx: RealizeContext, n: relax.Expr, bound: float) -> relax.Expr:
     """floor(sqrt(n)) for int64 1 <= n <= bound."""
     start = 2 ** math.ceil(math.log2(math.sqrt(bound) + 1))
-    func = ctx.em.bb.add_func(_isqrt_func(start, math.ceil(math.log2(start)) + 6), "tvmq_isqrt")
     shape = shape_of(n)
     size = int(np.prod(shape))
+    func = ctx.em.bb.add_func(_isqrt_func(start, math.ceil(math.log2(start)) + 6, size), "tvmq_isqrt")
     flat = ctx.em.emit(R.reshape(n, (size,)))
     root = ctx.em.emit(relax.call_tir(func, [flat], relax.TensorType((size,), "int64")))
     return ctx.em.emit(R.reshape(root, shape))
