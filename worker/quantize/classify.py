@@ -157,7 +157,11 @@ def classify(ops: list[tuple[OpInfo, list[str]]]) -> list[OpInfo]:
     by_var = {op.var: op for op, _ in ops}
     int_ancestor: dict[str, bool] = {}
     for op, ups in ops:
-        int_ancestor[op.var] = any(by_var[u].integral or int_ancestor[u] for u in ups)
+        # reading integers another kernel wrote (even a float conversion's int8) puts a kernel
+        # downstream of the quantization: a float kernel there is inside the core, not a prefix
+        int_ancestor[op.var] = any(
+            by_var[u].integral or int_ancestor[u] or any(is_int(d) for d in by_var[u].outputs) for u in ups
+        )
     int_descendant: dict[str, bool] = defaultdict(bool)
     for op, ups in reversed(ops):
         for u in ups:

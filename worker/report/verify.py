@@ -11,7 +11,7 @@ section lists, and time each kernel for the hotspots.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tvm
@@ -136,6 +136,9 @@ class LayerPlan:
     points: list[LayerPoint]
     probes: list[tuple[relax.VirtualMachine, list[relax.Expr]]]
     graph: Graph
+    #: points whose captured tensor turned out not to be theirs (another shape: a kernel output of
+    #: the same binding name, e.g. in an unrolled recurrence); they get no row rather than a wrong one
+    mismatched: set[int] = field(default_factory=set)
 
     def capture(self, ops: list[OpInfo]) -> dict[int, int]:
         return {p.call: len(ops[p.call].outputs) for p in self.points}
@@ -207,7 +210,11 @@ def accuracy(
         samples=len(eval_batches) * samples_per_feed,
         held_out=held_out,
         outputs=[acc.output_accuracy(name) for acc, name in zip(outputs, output_names, strict=True)],
-        layers=[a.layer_accuracy(p.label, p.op) for p, a in zip(plan.points, layers, strict=True)]
+        layers=[
+            a.layer_accuracy(p.label, p.op)
+            for i, (p, a) in enumerate(zip(plan.points, layers, strict=True))
+            if i not in plan.mismatched
+        ]
         if plan
         else [],
         layer_samples=layer_batches * samples_per_feed,
@@ -239,8 +246,12 @@ def _update_layers(
         i = index.get(expr)
         if i is not None:
             p = plan.points[i]
-            q = written[p.call][p.output].astype(np.float64) * p.scale
-            accs[i].update(_sample(value), _sample(q))
+            captured = written[p.call][p.output]
+            if captured.shape != np.shape(value):
+                plan.mismatched.add(i)
+            if i in plan.mismatched:
+                return
+            accs[i].update(_sample(value), _sample(captured.astype(np.float64) * p.scale))
 
     for expr, value in params.items():
         update(expr, value)
