@@ -157,11 +157,10 @@ def classify(ops: list[tuple[OpInfo, list[str]]]) -> list[OpInfo]:
     by_var = {op.var: op for op, _ in ops}
     int_ancestor: dict[str, bool] = {}
     for op, ups in ops:
-        # reading integers another kernel wrote (even a float conversion's int8) puts a kernel
-        # downstream of the quantization: a float kernel there is inside the core, not a prefix
-        int_ancestor[op.var] = any(
-            by_var[u].integral or int_ancestor[u] or any(is_int(d) for d in by_var[u].outputs) for u in ups
-        )
+        # a kernel that multiplies integers itself (a conv with a float op fused after it) is
+        # downstream of the quantization: if it computes floats, it is inside the core, not a prefix
+        own = op.macs > 0 and any(is_int(d) for d in op.inputs)
+        int_ancestor[op.var] = own or any(by_var[u].integral or int_ancestor[u] for u in ups)
     int_descendant: dict[str, bool] = defaultdict(bool)
     for op, ups in reversed(ops):
         for u in ups:
