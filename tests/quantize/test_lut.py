@@ -243,3 +243,11 @@ def test_a_calibrated_output_below_the_table_range_sets_the_scale() -> None:
     assert calibrated.output_scale == pytest.approx(0.01 / 128)
     negative = np.arange(1, 128 - 96)  # levels -127 .. -97: sigmoid < 0.003, half an own step
     assert np.all(calibrated.entries[0, negative] > 0) and np.all(own.entries[0, negative] == 0)
+    assert own.clipped_levels == 0
+    # the levels above the calibrated range clip; the error is the rounding of the others
+    clipped = np.abs(_sigmoid(LEVELS * SCALE)) > (127 + 0.5) * calibrated.output_scale
+    assert calibrated.clipped_levels == int(np.count_nonzero(clipped)) > 0
+    on_grid = calibrated.entries[0, 1:][~clipped] * calibrated.output_scale
+    error = np.abs(on_grid - _sigmoid(LEVELS * SCALE)[~clipped])
+    assert calibrated.max_abs_error == pytest.approx(error.max(), abs=1e-9)
+    assert calibrated.max_abs_error <= calibrated.output_scale / 2 + 1e-9

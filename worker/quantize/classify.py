@@ -146,11 +146,39 @@ def _op_info(call: KernelCall, ops: dict[relax.Var, _SourceOp]) -> OpInfo:
     )
 
 
+#: integer dtypes every value of which float32 holds exactly
+_EXACT_IN_FLOAT32 = frozenset({"bool", "int8", "uint8", "int16", "uint16"})
+
+
+def mark_exact_feeds(ops: list[tuple[OpInfo, list[str]]]) -> None:
+    """A kernel the builder added on its own (it computes no op of the module given to the build)
+    that turns small integers into float32 only for exact-float kernels is part of their exact
+    float lowering: the int8 -> float32 cast FuseOps leaves standalone before a grouped conv
+    computed in float32."""
+    readers: dict[str, list[OpInfo]] = defaultdict(list)
+    for op, ups in ops:
+        for u in ups:
+            readers[u].append(op)
+    for op, _ in reversed(ops):
+        users = readers[op.var]
+        if (
+            not op.integral
+            and not op.relax_ops
+            and op.inputs
+            and set(op.inputs) <= _EXACT_IN_FLOAT32
+            and users
+            and all(u.exact_float for u in users)
+        ):
+            op.integral = op.exact_float = True
+
+
 def artifact_ops(source: tvm.IRModule, lowering: Lowering) -> list[tuple[OpInfo, list[str]]]:
     """(kernel, sites of the kernels it reads) for every kernel call of the built module `main`;
     `source` is the module that was given to the build (its ops and MACs name the kernels)."""
     ops = _source_ops(source)
-    return [(_op_info(call, ops), call.upstream) for call in kernel_calls(lowering)]
+    infos = [(_op_info(call, ops), call.upstream) for call in kernel_calls(lowering)]
+    mark_exact_feeds(infos)
+    return infos
 
 
 def classify(ops: list[tuple[OpInfo, list[str]]]) -> list[OpInfo]:

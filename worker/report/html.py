@@ -457,14 +457,25 @@ def _tables(integrality: Integrality) -> str:
             f"{t.output_scale:.4g}",
             "" if t.max_abs_error is None else f"{t.max_abs_error:.3g}",
             "" if t.max_error_steps is None else f"{t.max_error_steps:.2f}",
+            "" if t.clipped_levels is None else str(t.clipped_levels),
         ]
         for t in integrality.tables
     ]
-    headers = ["Op", "Function", "Form", "Input scale", "Output scale", "Max abs error", "In steps"]
+    headers = [
+        "Op",
+        "Function",
+        "Form",
+        "Input scale",
+        "Output scale",
+        "Max abs error",
+        "In steps",
+        "Clipped",
+    ]
     return (
         '<section id="tables"><h2>Non-linear ops in integers</h2><p class="sub">Lookup tables with '
-        "their largest error against the float function over every input level, and the integer "
-        f"forms of softmax and layer norm.</p>{_table(headers, rows, numeric=(3, 4, 5, 6))}</section>"
+        "their largest error against the float function over the input levels on the output grid, "
+        "the levels the calibrated output range clips, and the integer forms of softmax and layer "
+        f"norm.</p>{_table(headers, rows, numeric=(3, 4, 5, 6, 7))}</section>"
     )
 
 

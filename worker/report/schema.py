@@ -82,9 +82,18 @@ class TableOp(_Strict):
     input_scale: float = Field(gt=0.0)
     output_scale: float = Field(gt=0.0)
     max_abs_error: float | None = Field(
-        None, ge=0.0, description="tables: largest |table - float function| over every input level"
+        None,
+        ge=0.0,
+        description="tables: largest |table - float function| over the input levels whose float "
+        "output lies on the calibrated output grid (the rounding)",
     )
     max_error_steps: float | None = Field(None, ge=0.0, description="max_abs_error in output steps")
+    clipped_levels: int | None = Field(
+        None,
+        ge=0,
+        description="tables: input levels whose float output lies beyond the calibrated output "
+        "range, so their entries are clipped to it",
+    )
 
 
 class OpCounts(_Strict):

@@ -78,6 +78,7 @@ def table_ops(graph: Graph, realizer: Realizer) -> list[TableOp]:
                 output_scale=info.output_scale,
                 max_abs_error=error,
                 max_error_steps=None if error is None else error / info.output_scale,
+                clipped_levels=info.clipped_levels,
             )
         )
     return out

@@ -26,13 +26,15 @@ Value = relax.Expr | QTensor | list
 @dataclass(frozen=True)
 class TableInfo:
     """How a non-linear op was computed in integers, for the report: a lookup table (with its
-    largest error against the float function over every input level) or an integer algorithm."""
+    largest error against the float function over the input levels on its output grid, and how
+    many levels the calibrated output range clips) or an integer algorithm."""
 
     function: str
     form: str
     input_scale: float
     output_scale: float
     max_abs_error: float | None = None
+    clipped_levels: int | None = None
 
 
 class RealizeContext(Protocol):

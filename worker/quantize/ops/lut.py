@@ -3,8 +3,10 @@
 A function of one int8 input has 256 possible inputs, so the table maps every input level (at the
 input's calibrated scale) to the output level: a gather, no float at run time. The output scale
 comes from the output's calibrated threshold, capped at the table's own range (the input scale
-fixes the largest |f| any input can give): where the data reaches the whole range no entry is
-clipped and every entry is within half an output step of the float function. A per-channel
+fixes the largest |f| any input can give). Every entry whose float value lies on the output grid is
+within half an output step of the float function; the entries beyond it (input levels whose output
+the calibration never saw reach so far) are clipped, and counted apart, so the reported error is
+the table's rounding and the clipping is named rather than folded into one figure. A per-channel
 constant (PReLU's slope) gives one table per channel, gathered at channel * 256 + level.
 """
 
@@ -28,12 +30,14 @@ _LEVELS = 256  # int8: -128 .. 127
 @dataclass(frozen=True)
 class Table:
     """entries: (channels, 256) int levels, row c for channel c; `at` is the broadcast shape of
-    the channel rows against the tensor (all 1s for one table)."""
+    the channel rows against the tensor (all 1s for one table). max_abs_error is over the entries
+    on the output grid; clipped_levels counts the reachable entries beyond it."""
 
     entries: np.ndarray
     at: tuple[int, ...]
     output_scale: float
     max_abs_error: float
+    clipped_levels: int
 
 
 def _function(node: Node, x: np.ndarray) -> np.ndarray:
@@ -63,7 +67,9 @@ def build_table(node: Node, input_scale: float, nbit: int, output_threshold: flo
     rows = np.nan_to_num(rows, nan=0.0, posinf=top, neginf=-top)
     entries = np.clip(np.round(rows / scale), -limit, limit)
     error = np.abs(entries * scale - rows)[:, _LEVELS // 2 - limit : _LEVELS // 2 + limit + 1]
-    return Table(entries, tuple(at), scale, float(np.max(error[finite], initial=0.0)))
+    on_grid = finite & (np.abs(reachable) <= (limit + 0.5) * scale)
+    clipped = int(np.count_nonzero(finite & ~on_grid))
+    return Table(entries, tuple(at), scale, float(np.max(error[on_grid], initial=0.0)), clipped)
 
 
 def _realize_table(ctx: RealizeContext, node: Node) -> QTensor:
@@ -80,6 +86,7 @@ def _realize_table(ctx: RealizeContext, node: Node) -> QTensor:
         input_scale=float(q.scale),
         output_scale=table.output_scale,
         max_abs_error=table.max_abs_error,
+        clipped_levels=table.clipped_levels,
     )
     return QTensor(out, "int8", np.asarray(table.output_scale))
 
