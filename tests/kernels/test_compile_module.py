@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 import numpy as np
 import pytest
 import tvm
 from tvm import relax
 
 from tests.kernels import graphs
-from worker.kernels import compile_module, isa, packed
+from worker.kernels import compile_module, isa, packed, relax_pipeline
 from worker.kernels.rewrite import kernel_counts
 
 TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})
@@ -144,3 +147,42 @@ def test_float_matmul_is_packed_and_close(a_shape: tuple[int, ...], n_out: int) 
     mod = graphs.matmul("float32", a_shape, n_out, rng)
     assert kernel_counts(compile_module(mod, TARGET).as_text()) == {("avx2", "f32"): 1}
     _compare(mod, rng.standard_normal(a_shape).astype(np.float32))
+
+
+def _unrolled_copies(func: tvm.tirx.PrimFunc) -> int:
+    """The most copies of one statement that nested unrolled loops make."""
+    pattern = re.compile(r"^( *)for \w+ in T\.unroll\((?:T\.int64\()?(\d+)")
+    stack: list[tuple[int, int]] = []  # (indent, extent) of the open unrolled loops
+    most = 1
+    for line in func.script().splitlines():
+        indent = len(line) - len(line.lstrip())
+        stack = [(i, e) for i, e in stack if i < indent]
+        if m := pattern.match(line):
+            stack.append((len(m.group(1)), int(m.group(2))))
+            most = max(most, math.prod(e for _, e in stack))
+    return most
+
+
+def test_a_broadcast_epilogue_is_not_unrolled_over_the_feature_map() -> None:
+    """A squeeze-excite gate: a 1x1 conv on the pooled map, fused with the multiply of the whole
+    32x32 map. The write-back may unroll the register tile, not the 1024 pixels of the multiply
+    (LLVM took minutes on that); the result still matches TVM's build."""
+    rng = np.random.default_rng(5)
+    shape = (1, 16, 32, 32)
+    w = rng.standard_normal((16, 16, 1, 1)).astype(np.float32)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            pooled = bb.emit(relax.op.mean(x, axis=[2, 3], keepdims=True))
+            gate = bb.emit(relax.op.sigmoid(relax.op.nn.conv2d(pooled, relax.const(w))))
+            out = bb.emit_output(relax.op.multiply(x, gate))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    with TARGET:
+        lowered = relax_pipeline(TARGET)(mod)
+    kernels = [f for gv, f in lowered.functions.items() if "tvmq_avx2_f32_kernel" in gv.name_hint]
+    fused = [f for f in kernels if f.attrs is not None and f.attrs.get("tvmq_scheduled")]
+    assert fused, "the gate's conv is a packed kernel with its epilogue"
+    assert max(map(_unrolled_copies, fused)) <= packed.UNROLL_LIMIT
+    _compare(mod, rng.standard_normal(shape).astype(np.float32))

@@ -103,6 +103,9 @@ PACKED = "tvmq_packed"  # on the dot block: the tensor intrinsic
 TILES = "tvmq_tiles"  # (out-block tile, pixel tile) of the register tile
 LOOPS = "tvmq_loops"  # (parallel outer loops, out-block loop index, pixel loop index, k_lanes)
 PREPARE = "tvmq_prepare"  # on the block that re-lays the activations
+#: most copies of the write-back a tile unrolls: a tile holds at most 32 accumulators, so the
+#: write-back of the tile itself is always unrolled whole
+UNROLL_LIMIT = 64
 
 
 def schedule_fused(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
@@ -183,7 +186,10 @@ def _schedule_dot(
 
 def _vectorize_write_back(sch: tvm.s_tir.Schedule, final: tvm.s_tir.schedule.SBlockRV, outer: int) -> None:
     """Inside the tile: output channels innermost and vectorized (the accumulator's lanes), the
-    pixel loops unrolled."""
+    pixel loops unrolled, innermost first, up to UNROLL_LIMIT copies. An epilogue that broadcasts
+    the kernel's result over more pixels than the tile holds (a squeeze-excite gate multiplying
+    a whole feature map) would otherwise unroll into thousands of copies, and LLVM takes minutes
+    to compile them."""
     loops = sch.get_loops(final)[outer:]
     realize = sch.get(loops[-1]).body if loops else None
     if not isinstance(realize, tvm.s_tir.SBlockRealize):
@@ -194,7 +200,12 @@ def _vectorize_write_back(sch: tvm.s_tir.Schedule, final: tvm.s_tir.schedule.SBl
         return
     others = [lp for lp in loops if not lp.same_as(channel)]
     sch.reorder(*others, channel)
-    for lp in others:
+    copies = 1
+    for lp in reversed(others):
+        extent = sch.get(lp).extent
+        if not isinstance(extent, tvm.tirx.IntImm) or copies * int(extent) > UNROLL_LIMIT:
+            break
+        copies *= int(extent)
         sch.unroll(lp)
     if isinstance(sch.get(channel).extent, tvm.tirx.IntImm):
         sch.vectorize(channel)
