@@ -185,4 +185,6 @@ def test_a_broadcast_epilogue_is_not_unrolled_over_the_feature_map() -> None:
     fused = [f for f in kernels if f.attrs is not None and f.attrs.get("tvmq_scheduled")]
     assert fused, "the gate's conv is a packed kernel with its epilogue"
     assert max(map(_unrolled_copies, fused)) <= packed.UNROLL_LIMIT
+    called = lowered["main"].script()  # the unfused kernel is not compiled into the library too
+    assert all(gv.name_hint in called for gv in lowered.get_global_vars() if gv.name_hint != "main")
     _compare(mod, rng.standard_normal(shape).astype(np.float32))

@@ -100,7 +100,8 @@ class _PackedRewriter(relax.PyExprMutator):
     def _emit_kernel(self, kernel: packed.Kernel, data: relax.Expr, out_shape: tuple[int, ...]) -> relax.Expr:
         name = f"tvmq_{kernel.isa.name}_{kernel.dot.name}_kernel_{self.count}"
         self.count += 1
-        gvar = self.builder_.add_func(kernel.func.with_attr("global_symbol", name), name)
+        # private (no global symbol): FuseTIR drops it once fused, so the library holds only what runs
+        gvar = self.builder_.add_func(kernel.func.without_attr("global_symbol"), name)
         args = [data, *(relax.const(c) for c in kernel.constants)]
         return relax.call_tir(gvar, args, relax.TensorType(out_shape, kernel.dot.acc_dtype))
 
