@@ -7,6 +7,7 @@ harness compares engines on the task the model is for, not only on raw tensors.
 
 from __future__ import annotations
 
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,18 @@ class CorpusModel(ABC):
     per_sample_calibration: ClassVar[bool] = False
     #: one line for RESULTS.md: inputs, preprocessing, decoding, metric
     summary: ClassVar[str]
+    #: Debian packages its inputs are rendered with -> a file (absolute) or command each provides
+    debian_packages: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def missing_packages(cls) -> list[str]:
+        """The packages of `debian_packages` this machine lacks (`TVMQ_WITH_CORPUS=1 scripts/setup`
+        installs them)."""
+        return [
+            package
+            for package, probe in cls.debian_packages.items()
+            if not (Path(probe).is_file() if probe.startswith("/") else shutil.which(probe))
+        ]
 
     def onnx_path(self) -> Path:
         return self.wheel.member(self.onnx_member)

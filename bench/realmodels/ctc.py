@@ -15,6 +15,7 @@ from bench.realmodels.feeds import Feed
 
 
 class CtcRecognizer(CorpusModel):
+    debian_packages = render.FONT_PACKAGE
     #: index 0 is the CTC blank
     charset: list[str]
 

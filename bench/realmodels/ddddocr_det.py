@@ -80,6 +80,7 @@ class DdddocrDet(CorpusModel):
     name = "ddddocr_det"
     wheel = ddddocr_common.WHEEL
     onnx_member = "ddddocr/common_det.onnx"
+    debian_packages = render.FONT_PACKAGE
     summary = (
         "click captchas rendered 416 x 240..416 (3-6 large glyphs on colour noise), letterboxed with "
         "114; YOLOX decode + NMS 0.45 / score 0.1; metric: same box sets (one-to-one at IoU >= 0.5), box F1"

@@ -52,6 +52,7 @@ class PpocrDet(CorpusModel):
     name = "ppocr_det"
     wheel = tinyocr_common.WHEEL
     onnx_member = "tinyocr/assets/PP-OCRv6_det_tiny.onnx"
+    debian_packages = render.FONT_PACKAGE
     summary = (
         "pages rendered 480x320 (4-9 lines, 13-29 px, DejaVu fonts, paper noise); BGR, ImageNet mean/std; "
         "DB map binarised at 0.2; metric: IoU of the binary maps, pooled"

@@ -17,6 +17,8 @@ from PIL import Image, ImageDraw, ImageFont
 from bench.realmodels.corpus import CALIBRATION, EVALUATION, MAX_CASES, rng
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
+#: what a model rendering text with these fonts declares (CorpusModel.debian_packages)
+FONT_PACKAGE = {"fonts-dejavu-core": str(FONT_DIR / "DejaVuSans.ttf")}
 FONTS = (
     "DejaVuSans.ttf",
     "DejaVuSans-Bold.ttf",

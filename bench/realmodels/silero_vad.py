@@ -18,7 +18,7 @@ import io
 import shutil
 import subprocess
 import wave
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.signal import resample_poly
@@ -109,6 +109,7 @@ class SileroVad(CorpusModel):
     wheel = Wheel("silero-vad", "6.2.3")
     onnx_member = "silero_vad/data/silero_vad.onnx"
     per_sample_calibration = True
+    debian_packages: ClassVar[dict[str, str]] = {"espeak-ng": "espeak-ng"}
     summary = (
         "espeak-ng speech (7 voices) between silence/noise/tones/hum, 16 kHz; 512-sample chunks + 64 "
         "context, state carried per engine, sr=16000 scalar; metric: agreement of the speech decisions "

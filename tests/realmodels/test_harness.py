@@ -118,3 +118,20 @@ def test_a_timed_out_model_process_ends_its_own_child(tmp_path):
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(pid)
+
+
+def test_missing_packages_are_named_by_their_probe(tmp_path):
+    from bench.realmodels.magika import Magika
+
+    present = tmp_path / "font.ttf"
+    present.write_bytes(b"")
+
+    class Probe(Magika):
+        debian_packages = {  # noqa: RUF012
+            "fonts-present": str(present),
+            "fonts-absent": str(tmp_path / "absent.ttf"),
+            "sh": "sh",
+            "no-such-tool": "tvmq-no-such-command",
+        }
+
+    assert Probe.missing_packages() == ["fonts-absent", "no-such-tool"]
