@@ -166,7 +166,7 @@ def _unrolled_copies(func: tvm.tirx.PrimFunc) -> int:
 def test_a_broadcast_epilogue_is_not_unrolled_over_the_feature_map() -> None:
     """A squeeze-excite gate: a 1x1 conv on the pooled map, fused with the multiply of the whole
     32x32 map. The write-back may unroll the register tile, not the 1024 pixels of the multiply
-    (LLVM took minutes on that); the result still matches TVM's build."""
+    (LLVM took minutes on that), and vectorizes the map's rows; the result matches TVM's build."""
     rng = np.random.default_rng(5)
     shape = (1, 16, 32, 32)
     w = rng.standard_normal((16, 16, 1, 1)).astype(np.float32)
@@ -185,6 +185,8 @@ def test_a_broadcast_epilogue_is_not_unrolled_over_the_feature_map() -> None:
     fused = [f for f in kernels if f.attrs is not None and f.attrs.get("tvmq_scheduled")]
     assert fused, "the gate's conv is a packed kernel with its epilogue"
     assert max(map(_unrolled_copies, fused)) <= packed.UNROLL_LIMIT
+    # the multiply walks the map's contiguous rows (32 wide), not the channels across NCHW planes
+    assert all("T.vectorized(T.int64(32))" in f.script() for f in fused)
     called = lowered["main"].script()  # the unfused kernel is not compiled into the library too
     assert all(gv.name_hint in called for gv in lowered.get_global_vars() if gv.name_hint != "main")
     _compare(mod, rng.standard_normal(shape).astype(np.float32))

@@ -18,6 +18,7 @@ tile. Block annotations carry the kernel's schedule parameters through fusion.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -181,15 +182,19 @@ def _schedule_dot(
     sch.unroll(ob_i)
     sch.unroll(px_i)
     sch.vectorize(sch.get_loops(init)[-1])
-    _vectorize_write_back(sch, final, len(outer) - parallel_outer + 1)
+    _vectorize_write_back(sch, final, len(outer) - parallel_outer + 1, tiles[1])
 
 
-def _vectorize_write_back(sch: tvm.s_tir.Schedule, final: tvm.s_tir.schedule.SBlockRV, outer: int) -> None:
+def _vectorize_write_back(
+    sch: tvm.s_tir.Schedule, final: tvm.s_tir.schedule.SBlockRV, outer: int, tile_pixels: int
+) -> None:
     """Inside the tile: output channels innermost and vectorized (the accumulator's lanes), the
-    pixel loops unrolled, innermost first, up to UNROLL_LIMIT copies. An epilogue that broadcasts
-    the kernel's result over more pixels than the tile holds (a squeeze-excite gate multiplying
-    a whole feature map) would otherwise unroll into thousands of copies, and LLVM takes minutes
-    to compile them."""
+    pixel loops unrolled, innermost first, up to UNROLL_LIMIT copies.
+
+    An epilogue that broadcasts the kernel's result over more pixels than the tile holds (a
+    squeeze-excite gate multiplying a whole feature map) walks that map instead: channels
+    outermost, the map's contiguous row vectorized, nothing unrolled. Vectorized over channels it
+    gathers across NCHW planes, and unrolled over the map LLVM takes minutes to compile it."""
     loops = sch.get_loops(final)[outer:]
     realize = sch.get(loops[-1]).body if loops else None
     if not isinstance(realize, tvm.s_tir.SBlockRealize):
@@ -199,11 +204,17 @@ def _vectorize_write_back(sch: tvm.s_tir.Schedule, final: tvm.s_tir.schedule.SBl
     if channel is None:
         return
     others = [lp for lp in loops if not lp.same_as(channel)]
+    extents = [sch.get(lp).extent for lp in others]
+    if not all(isinstance(e, tvm.tirx.IntImm) for e in extents):
+        return
+    if others and math.prod(int(e) for e in extents) > tile_pixels:
+        sch.reorder(channel, *others)
+        sch.vectorize(others[-1])
+        return
     sch.reorder(*others, channel)
     copies = 1
-    for lp in reversed(others):
-        extent = sch.get(lp).extent
-        if not isinstance(extent, tvm.tirx.IntImm) or copies * int(extent) > UNROLL_LIMIT:
+    for lp, extent in zip(reversed(others), reversed(extents), strict=True):
+        if copies * int(extent) > UNROLL_LIMIT:
             break
         copies *= int(extent)
         sch.unroll(lp)
