@@ -104,9 +104,6 @@ PACKED = "tvmq_packed"  # on the dot block: the tensor intrinsic
 TILES = "tvmq_tiles"  # (out-block tile, pixel tile) of the register tile
 LOOPS = "tvmq_loops"  # (parallel outer loops, out-block loop index, pixel loop index, k_lanes)
 PREPARE = "tvmq_prepare"  # on the block that re-lays the activations
-#: most copies of the write-back a tile unrolls: a tile holds at most 32 accumulators, so the
-#: write-back of the tile itself is always unrolled whole
-UNROLL_LIMIT = 64
 
 
 def schedule_fused(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
@@ -189,7 +186,7 @@ def _vectorize_write_back(
     sch: tvm.s_tir.Schedule, final: tvm.s_tir.schedule.SBlockRV, outer: int, tile_pixels: int
 ) -> None:
     """Inside the tile: output channels innermost and vectorized (the accumulator's lanes), the
-    pixel loops unrolled, innermost first, up to UNROLL_LIMIT copies.
+    tile's pixel loops unrolled (at most `tile_pixels` copies).
 
     An epilogue that broadcasts the kernel's result over more pixels than the tile holds (a
     squeeze-excite gate multiplying a whole feature map) walks that map instead: channels
@@ -212,11 +209,7 @@ def _vectorize_write_back(
         sch.vectorize(others[-1])
         return
     sch.reorder(*others, channel)
-    copies = 1
-    for lp, extent in zip(reversed(others), reversed(extents), strict=True):
-        if copies * int(extent) > UNROLL_LIMIT:
-            break
-        copies *= int(extent)
+    for lp in others:
         sch.unroll(lp)
     if isinstance(sch.get(channel).extent, tvm.tirx.IntImm):
         sch.vectorize(channel)
