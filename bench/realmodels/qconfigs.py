@@ -19,6 +19,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "percentile": {"calibrate_mode": "percentile"},
     "kl_divergence": {"calibrate_mode": "kl_divergence"},
     "mse": {"calibrate_mode": "mse"},
+    # the defaults without integer tables: the float islands a model's activations cost
+    "no_luts": {"lut_activations": False},
 }
 DEFAULT_SELECTION = ("defaults", "max", "percentile", "kl_divergence", "mse")
 

@@ -190,3 +190,35 @@ def test_a_broadcast_epilogue_is_not_unrolled_over_the_feature_map() -> None:
     called = lowered["main"].script()  # the unfused kernel is not compiled into the library too
     assert all(gv.name_hint in called for gv in lowered.get_global_vars() if gv.name_hint != "main")
     _compare(mod, rng.standard_normal(shape).astype(np.float32))
+
+
+def test_an_epilogue_that_pads_writes_the_border() -> None:
+    """conv + relu + an asymmetric pad (what the importer emits for an even SAME_UPPER conv): FuseOps
+    puts the pad into the kernel, and the padded output has a border no register tile produces. Every
+    element is written: into an output buffer full of garbage (the VM reuses its pool), the kernel
+    alone gives TVM's result."""
+    rng = np.random.default_rng(6)
+    shape = (1, 16, 10, 12)
+    w = rng.integers(-60, 60, (16, 16, 1, 1)).astype(np.int8)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "int8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.relu(relax.op.nn.conv2d(x, relax.const(w), out_dtype="int32")))
+            out = bb.emit_output(relax.op.nn.pad(y, [0, 0, 0, 0, 0, 1, 0, 1]))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    data = rng.integers(-128, 128, shape).astype(np.int8)
+    expected = graphs.run(tvm.compile(mod, TARGET), data)
+    with TARGET:
+        lowered = relax_pipeline(TARGET)(mod)
+    (name,) = [gv.name_hint for gv in lowered.get_global_vars() if "_pad" in gv.name_hint]
+    assert "kernel" in name, "the pad is fused into the packed kernel"
+    kernel = lowered[name].with_attr("global_symbol", "main")
+    bindings = [b.value for block in lowered["main"].body.blocks for b in block.bindings]
+    call = next(v for v in bindings if isinstance(v, relax.Call) and getattr(v.op, "name_hint", "") == name)
+    args = [data] + [a.value.numpy() for a in call.args[1:-1]]  # the packed weights; then the output
+    library = tvm.tirx.build(tvm.IRModule({"main": kernel}), target=TARGET)
+    result = tvm.runtime.tensor(np.full(expected.shape, 12345, expected.dtype))
+    library["main"](*map(tvm.runtime.tensor, args), result)
+    np.testing.assert_array_equal(result.numpy(), expected)

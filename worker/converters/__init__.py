@@ -1,4 +1,5 @@
-"""ONNX→ONNX rewrites of the ops TVM's ONNX importer lacks, into ops it imports and we quantize.
+"""ONNX→ONNX rewrites of the ops TVM's ONNX importer lacks (or imports as an opaque TIR function),
+into ops it imports and we quantize.
 
 The frontend calls `rewrite` on the shape-fixed, simplified model just before TVM's import: the
 recurrent converters unroll over the sequence length, which is static only once the input shapes
@@ -12,6 +13,7 @@ import copy
 
 import onnx
 
+from worker.converters.auto_pad import explicit_pads
 from worker.converters.cells import CELLS
 from worker.converters.recurrent import expand
 from worker.converters.scope import (
@@ -32,16 +34,18 @@ __all__ = ["CONVERTED_OPS", "rewrite"]
 
 
 def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `model` with every CONVERTED_OPS node, in any graph, replaced by standard ops.
+    """A copy of `model` with every CONVERTED_OPS node, in any graph, replaced by standard ops, and
+    SAME convs with explicit pads (worker/converters/auto_pad.py).
 
     Raises UnsupportedOpError naming the node when one cannot be rewritten (a dynamic sequence
     length, weights that are not constants, an activation we have no op for, ...). A model without
     such nodes is returned as it is.
     """
+    inferred = _inferred(model)
+    model = explicit_pads(model, inferred)
     if not any(_converted(node) for graph in all_graphs(model.graph) for node in graph.node):
         return model
     model = copy.deepcopy(model)
-    inferred = _inferred(model)
     opset = default_opset(model)
     taken, read = model_names(model), read_names(model)
     root = Scope(model.graph, graph_shapes(inferred.graph), opset)

@@ -172,14 +172,47 @@ def _schedule_dot(
     acc = sch.cache_write(block, 0, "global")
     sch.reverse_compute_at(acc, outer[-1])
     sch.compute_inline(acc)
-    sch.reverse_compute_at(final, outer[-1])
+    in_tile = _computes_everything_in_tile(sch, final, outer[-1])
+    if in_tile:
+        sch.reverse_compute_at(final, outer[-1])
     sch.parallel(sch.fuse(*outer[:parallel_outer]))
     init = sch.decompose_reduction(block, reduce_[0])
     sch.tensorize(lane, intrinsic)
     sch.unroll(ob_i)
     sch.unroll(px_i)
     sch.vectorize(sch.get_loops(init)[-1])
-    _vectorize_write_back(sch, final, len(outer) - parallel_outer + 1, tiles[1])
+    if in_tile:
+        _vectorize_write_back(sch, final, len(outer) - parallel_outer + 1, tiles[1])
+    else:
+        _parallel_outside(sch, final)
+
+
+def _computes_everything_in_tile(
+    sch: tvm.s_tir.Schedule, final: tvm.s_tir.schedule.SBlockRV, tile_loop: tvm.s_tir.schedule.LoopRV
+) -> bool:
+    """Whether the epilogue, computed inside the register tile, still writes every element of its
+    output. reverse_compute_at keeps only the instances that read the tile, so an epilogue with
+    elements that read no accumulator (the border of a pad FuseOps fused in, another input's part of
+    a concatenation) would leave them unwritten: garbage from the VM's memory pool, different from
+    call to call. Tried on a copy; the instances computed over all tiles must equal the domain."""
+    trial = sch.copy()
+    trial.reverse_compute_at(final, tile_loop)
+    realize = trial.get(trial.get_loops(final)[-1]).body
+    extents = [trial.get(lp).extent for lp in trial.get_loops(final)]
+    domain = [iv.dom.extent for iv in trial.get(final).iter_vars]
+    if not isinstance(realize, tvm.s_tir.SBlockRealize) or not all(
+        isinstance(e, tvm.tirx.IntImm) for e in (*extents, *domain)
+    ):
+        return False
+    unconditional = isinstance(realize.predicate, tvm.tirx.IntImm) and bool(realize.predicate.value)
+    return unconditional and math.prod(int(e) for e in extents) == math.prod(int(e) for e in domain)
+
+
+def _parallel_outside(sch: tvm.s_tir.Schedule, final: tvm.s_tir.schedule.SBlockRV) -> None:
+    """The epilogue as its own pass over memory after the kernel, parallel over its outer loops."""
+    loops = sch.get_loops(final)
+    if len(loops) > 1:
+        sch.parallel(sch.fuse(*loops[:-1]))
 
 
 def _vectorize_write_back(
