@@ -58,6 +58,8 @@ class CorpusModel(ABC):
     summary: ClassVar[str]
     #: Debian packages its inputs are rendered with -> a file (absolute) or command each provides
     debian_packages: ClassVar[dict[str, str]] = {}
+    #: the tvmq search metric closest to the task metric (qconfig `search.metric`)
+    search_metric: ClassVar[str] = "cosine"
 
     @classmethod
     def missing_packages(cls) -> list[str]:

@@ -16,6 +16,7 @@ from bench.realmodels.feeds import Feed
 
 class CtcRecognizer(CorpusModel):
     debian_packages = render.FONT_PACKAGE
+    search_metric = "ctc_string_agreement"
     #: index 0 is the CTC blank
     charset: list[str]
 

@@ -164,7 +164,29 @@ def tvmq_quantize(
         "float_in_core": report["integrality"]["float_in_core"],
         "stage_seconds": report["provenance"]["stage_seconds"],
     }
+    if report.get("search"):
+        info["search"] = _search_summary(report["search"])
     return Outcome("ok", seconds=seconds, info=info)
+
+
+def _search_summary(search: dict[str, Any]) -> dict[str, Any]:
+    """What the corpus table says of a search: verdict, budget used and what the winner changed."""
+    winner = search["trials"][search["winner"]]
+    return {
+        "metric": search["metric"],
+        "target": search["target"],
+        "samples": search["samples"],
+        "verdict": search["verdict"],
+        "trials": len(search["trials"]),
+        "winner": search["winner"],
+        "winner_delta": search["winner_delta"],
+        "winner_metric": winner["metric"],
+        "built_metric": search.get("built_metric"),
+        "float_layers": winner["float_layers"],
+        "integer_mac_share": winner.get("integer_mac_share"),
+        "seconds": search["seconds"],
+        "stopped": search.get("stopped"),
+    }
 
 
 def ort_runner(path: Path, threads: int) -> Runner:

@@ -112,6 +112,7 @@ class Magika(CorpusModel):
     name = "magika"
     wheel = Wheel("magika", "1.0.3")
     onnx_member = "magika/models/standard_v3_3/model.onnx"
+    search_metric = "top1_agreement"
     summary = (
         "real files of this machine (36 kinds by suffix, round robin; /usr/share, /usr/lib, /etc, venv); "
         "magika's 1024 begin + 1024 end bytes, stripped, padded with 256, int32; metric: top-1 agreement"

@@ -21,7 +21,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mse": {"calibrate_mode": "mse"},
     # the defaults without integer tables: the float islands a model's activations cost
     "no_luts": {"lut_activations": False},
+    # an accuracy-target search for 1 % of the model's own metric (`for_model`), scored on 4 of
+    # the calibration samples held out
+    "search": {"holdout_samples": 4, "search": {"metric": "model", "tolerable_loss": 0.01}},
 }
+#: The search metric that stands for each model's own (CorpusModel.search_metric).
+MODEL_METRIC = "model"
 DEFAULT_SELECTION = ("defaults", "max", "percentile", "kl_divergence", "mse")
 
 
@@ -37,3 +42,11 @@ def parse(spec: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(qconfig, dict):
         raise ValueError(f"qconfig {name!r} must be a JSON object")
     return name, qconfig
+
+
+def for_model(qconfig: dict[str, Any], metric: str) -> dict[str, Any]:
+    """The qconfig with a search's metric `"model"` replaced by the model's own search metric."""
+    search = qconfig.get("search")
+    if not isinstance(search, dict) or search.get("metric") != MODEL_METRIC:
+        return qconfig
+    return {**qconfig, "search": {**search, "metric": metric}}

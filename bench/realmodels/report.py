@@ -60,6 +60,18 @@ def _ort_int8(entry: dict[str, Any] | None) -> str:
     return f"{_metric(entry)} · {_ms(entry)} ms{note}"
 
 
+def _search(s: dict[str, Any]) -> str:
+    built = "" if s.get("built_metric") is None else f", built {s['built_metric']:.4f}"
+    share = "" if s.get("integer_mac_share") is None else f", integer MACs {s['integer_mac_share']:.1%}"
+    stopped = f", stopped by {s['stopped']}" if s.get("stopped") else ""
+    return (
+        f"{s['verdict']} ({s['metric']} >= {s['target']:.4f} on {s['samples']} samples): "
+        f"{s['trials']} trials in {s['seconds']:.0f} s{stopped}; winner trial {s['winner']} "
+        f"{json.dumps(s['winner_delta'])}, {s['winner_metric']:.4f}{built}, "
+        f"{s['float_layers']} layer(s) float{share}"
+    )
+
+
 def rows(result: dict[str, Any], qconfig_names: list[str]) -> list[list[str]]:
     name = result["model"]
     if "error" in result and not result.get("engines"):
@@ -109,6 +121,12 @@ def markdown(run: dict[str, Any]) -> str:
         for name, e in r.get("engines", {}).items()
         if e.get("info", {}).get("float_reasons")
     ]
+    search_lines = [
+        f"- `{r['model']}` `{name.removeprefix('tvmq:')}`: {_search(e['info']['search'])}"
+        for r in run["results"]
+        for name, e in r.get("engines", {}).items()
+        if e.get("info", {}).get("search")
+    ]
     qconfig_lines = [f"- `{n}`: `{json.dumps(q)}`" for n, q in run["qconfigs"]]
     return "\n".join(
         [
@@ -140,7 +158,19 @@ def markdown(run: dict[str, Any]) -> str:
             "Ops kept float by tvmq (op (reason) × count):",
             *(kept_lines or ["- none (no tvmq build succeeded, or every op was quantized)"]),
             "",
-            "tvmq qconfigs (`tvmq quantize -q`, exactly these):",
+            *(
+                [
+                    "Accuracy-target searches (metric on the held-out calibration samples; the winner "
+                    "is the row's artifact):",
+                    *search_lines,
+                    "",
+                ]
+                if search_lines
+                else []
+            ),
+            "tvmq qconfigs (`tvmq quantize -q`, exactly these; a search's metric `model` is each "
+            "model's own: `ctc_string_agreement` for the recognizers, `top1_agreement` for magika, "
+            "else `cosine`):",
             *qconfig_lines,
             "",
         ]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.realmodels import engines, machine, metrics
+from bench.realmodels import engines, machine, metrics, qconfigs
 from bench.realmodels.corpus import CaseResult, CorpusModel, Runner
 from bench.realmodels.engines import Outcome
 from bench.realmodels.feeds import Feed, write_calibration
@@ -149,8 +149,9 @@ class ModelRun:
                 return outcome, engines.ort_runner(dst, args.threads) if outcome.ok else None
 
             self.engine(name, make_ort, model)
-        for qname, qconfig in json.loads(args.qconfigs):
+        for qname, given in json.loads(args.qconfigs):
             out = self.work / f"tvmq_{qname}"
+            qconfig = qconfigs.for_model(given, model.search_metric)
 
             def make_tvmq(qconfig: dict = qconfig, out: Path = out):
                 outcome = engines.tvmq_quantize(onnx_path, calib_path, qconfig, out, args.tvmq_timeout)

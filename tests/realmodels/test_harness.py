@@ -94,6 +94,22 @@ def test_qconfig_specs():
         qconfigs.parse("maximum")
 
 
+def test_the_search_preset_takes_each_models_metric():
+    """Every preset is a qconfig tvmq accepts once the search metric is the model's own."""
+    from bench.realmodels.registry import MODELS
+    from worker.qconfig import QConfig
+
+    metrics_used = set()
+    for model in MODELS.values():
+        for name, qconfig in qconfigs.PRESETS.items():
+            given = qconfigs.for_model(qconfig, model.search_metric)
+            QConfig(**given)
+            if name == "search":
+                metrics_used.add(given["search"]["metric"])
+    assert metrics_used == {"cosine", "ctc_string_agreement", "top1_agreement"}
+    assert qconfigs.PRESETS["search"]["search"]["metric"] == qconfigs.MODEL_METRIC, "the preset is left alone"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
