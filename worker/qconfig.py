@@ -44,6 +44,7 @@ QUANTIZABLE_OPS: tuple[str, ...] = (
     "multiply",
     "nn.adaptive_avg_pool2d",
     "nn.avg_pool2d",
+    "nn.conv1d",
     "nn.conv2d",
     "nn.conv2d_transpose",
     "nn.gelu",

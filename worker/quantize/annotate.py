@@ -29,11 +29,12 @@ class Annotation:
 
 
 def operands(graph: Graph, node: Node) -> list[relax.Expr]:
-    """Non-constant tensor operands, with tuple operands (concat) flattened."""
+    """Non-constant tensor operands, with tuple operands (concat) flattened. A tuple of integers
+    (strided_slice's axes, begins and ends) holds no tensor."""
     out: list[relax.Expr] = []
     for arg in node.call.args:
         if (fields := tuple_fields(graph, arg)) is not None:
-            out.extend(f for f in fields if not is_const(f))
+            out.extend(f for f in fields if is_tensor(f) and not is_const(f))
         elif is_tensor(arg) and not is_const(arg):
             out.append(arg)
     return out

@@ -1,4 +1,4 @@
-"""conv2d (incl. grouped/depthwise) and conv2d_transpose: int8 x int8 -> int32."""
+"""conv1d, conv2d (incl. grouped/depthwise) and conv2d_transpose: int8 x int8 -> int32."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ def _transpose_axis(node: Node) -> int | None:
 
 def _realize(
     emit: Callable[..., relax.Expr],
+    data_layout: str,
     kernel_layout: str,
     axis: Callable[[Node], int | None],
     extra_attrs: tuple[str, ...] = (),
@@ -52,19 +53,19 @@ def _realize(
                 padding=attrs.padding,
                 dilation=attrs.dilation,
                 groups=int(attrs.groups),
-                data_layout="NCHW",
+                data_layout=data_layout,
                 kernel_layout=kernel_layout,
                 out_dtype="int32",
                 **{name: getattr(attrs, name) for name in extra_attrs},
             )
         )
-        return QTensor(out, "int32", data.scale * channel_scale(weight.scale, 4, 1))
+        return QTensor(out, "int32", data.scale * channel_scale(weight.scale, len(data_layout), 1))
 
     return realize
 
 
-def _conv2d_macs(call: relax.Call, out_shape: tuple[int, ...]) -> int:
-    """Every output element sums in_channels/groups x KH x KW products (OIHW weight)."""
+def _conv_macs(call: relax.Call, out_shape: tuple[int, ...]) -> int:
+    """Every output element sums in_channels/groups x the kernel's taps products (O, I, taps... weight)."""
     return prod(out_shape) * prod(shape_of(call.args[1])[1:])
 
 
@@ -73,21 +74,24 @@ def _conv2d_transpose_macs(call: relax.Call, out_shape: tuple[int, ...]) -> int:
     return prod(shape_of(call.args[0])) * prod(shape_of(call.args[1])[1:])
 
 
-_conv2d = _realize(R.nn.conv2d, "OIHW", lambda node: 0)
-_conv2d_transpose = _realize(R.nn.conv2d_transpose, "IOHW", _transpose_axis, ("output_padding",))
+_conv1d = _realize(R.nn.conv1d, "NCW", "OIW", lambda node: 0)
+_conv2d = _realize(R.nn.conv2d, "NCHW", "OIHW", lambda node: 0)
+_conv2d_transpose = _realize(R.nn.conv2d_transpose, "NCHW", "IOHW", _transpose_axis, ("output_padding",))
 
 
-register(
-    OpRule(
-        "nn.conv2d",
-        "compute",
-        _conv2d,
-        accepts=_accepts("NCHW", "OIHW"),
-        layer=lambda node: "conv",
-        weights=lambda node: {1: 0},
-        macs=_conv2d_macs,
+_PLAIN = (("nn.conv1d", _conv1d, ("NCW", "OIW")), ("nn.conv2d", _conv2d, ("NCHW", "OIHW")))
+for _name, _rule, _layouts in _PLAIN:
+    register(
+        OpRule(
+            _name,
+            "compute",
+            _rule,
+            accepts=_accepts(*_layouts),
+            layer=lambda node: "conv",
+            weights=lambda node: {1: 0},
+            macs=_conv_macs,
+        )
     )
-)
 register(
     OpRule(
         "nn.conv2d_transpose",
