@@ -108,11 +108,13 @@ def test_no_mode_is_worse_than_max_beyond_the_bound(name: str, mode: str) -> Non
 
 @pytest.mark.parametrize("name", ["hardsigmoid input -[0.25, 3.3]", "SE gate [0.2, 1]", "raw pixels 0..255"])
 def test_kl_keeps_a_range_that_never_comes_near_zero(name: str) -> None:
-    """These collapsed to about the smallest |x| (60-100 % clipped) before the candidate floor."""
+    """These collapsed to about the smallest |x| (60-100 % clipped) before the candidate floor. KL's
+    own threshold keeps the range (the safety fallback is not what saves it), and so does the choice,
+    whether KL's or max's where KL's is a hair worse in expected error."""
     x = sample(name)
     collector = choose("kl_divergence", x)
     assert collector.own_threshold() >= 0.99 * float(np.abs(x).max())
-    assert collector.choice().method == "kl_divergence"
+    assert collector.choice().threshold >= 0.99 * float(np.abs(x).max())
 
 
 def test_kl_never_clips_the_bulk_of_a_relu_tail() -> None:
