@@ -13,7 +13,7 @@ import copy
 
 import onnx
 
-from worker.converters.auto_pad import explicit_pads
+from worker.converters import auto_pad
 from worker.converters.cells import CELLS
 from worker.converters.recurrent import expand
 from worker.converters.scope import (
@@ -41,11 +41,15 @@ def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
     length, weights that are not constants, an activation we have no op for, ...). A model without
     such nodes is returned as it is.
     """
-    inferred = _inferred(model)
-    model = explicit_pads(model, inferred)
-    if not any(_converted(node) for graph in all_graphs(model.graph) for node in graph.node):
-        return model
+    nodes = [node for graph in all_graphs(model.graph) for node in graph.node]
+    converted = any(_converted(node) for node in nodes)
+    if not converted and not any(auto_pad.is_same_conv(node) for node in nodes):
+        return model  # shape inference costs seconds on a large model: only when something needs it
     model = copy.deepcopy(model)
+    inferred = _inferred(model)
+    auto_pad.make_pads_explicit(model, inferred)
+    if not converted:
+        return model
     opset = default_opset(model)
     taken, read = model_names(model), read_names(model)
     root = Scope(model.graph, graph_shapes(inferred.graph), opset)

@@ -11,8 +11,6 @@ resolves its auto_pad.
 
 from __future__ import annotations
 
-import copy
-
 import onnx
 from onnx import helper
 
@@ -21,22 +19,18 @@ from worker.converters.scope import Dims, all_graphs, graph_shapes
 SAME = ("SAME_UPPER", "SAME_LOWER")
 
 
-def explicit_pads(model: onnx.ModelProto, inferred: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `model` whose SAME convs have explicit pads (`model` itself when it has none).
+def make_pads_explicit(model: onnx.ModelProto, inferred: onnx.ModelProto) -> None:
+    """Give `model`'s SAME convs explicit pads, in place (the caller's copy).
 
     `inferred` is the model with inferred shapes; a conv whose input or kernel size is not static
     there keeps its auto_pad (the importer handles it as before).
     """
-    if not any(_same(node) for graph in all_graphs(model.graph) for node in graph.node):
-        return model
-    model = copy.deepcopy(model)
     for graph, seen in zip(all_graphs(model.graph), all_graphs(inferred.graph), strict=True):
         shapes = graph_shapes(seen)
         weights = {t.name: tuple(t.dims) for t in graph.initializer}
         for node in graph.node:
-            if _same(node):
+            if is_same_conv(node):
                 _make_explicit(node, shapes, weights)
-    return model
 
 
 def same_pads(
@@ -57,7 +51,7 @@ def same_pads(
     return [*begins, *ends]
 
 
-def _same(node: onnx.NodeProto) -> bool:
+def is_same_conv(node: onnx.NodeProto) -> bool:
     return (
         node.op_type == "Conv"
         and node.domain in ("", "ai.onnx")

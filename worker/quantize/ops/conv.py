@@ -74,18 +74,18 @@ def _conv2d_transpose_macs(call: relax.Call, out_shape: tuple[int, ...]) -> int:
     return prod(shape_of(call.args[0])) * prod(shape_of(call.args[1])[1:])
 
 
-_conv1d = _realize(R.nn.conv1d, "NCW", "OIW", lambda node: 0)
-_conv2d = _realize(R.nn.conv2d, "NCHW", "OIHW", lambda node: 0)
 _conv2d_transpose = _realize(R.nn.conv2d_transpose, "NCHW", "IOHW", _transpose_axis, ("output_padding",))
 
 
-_PLAIN = (("nn.conv1d", _conv1d, ("NCW", "OIW")), ("nn.conv2d", _conv2d, ("NCHW", "OIHW")))
-for _name, _rule, _layouts in _PLAIN:
+for _name, _emit, _layouts in (
+    ("nn.conv1d", R.nn.conv1d, ("NCW", "OIW")),
+    ("nn.conv2d", R.nn.conv2d, ("NCHW", "OIHW")),
+):
     register(
         OpRule(
             _name,
             "compute",
-            _rule,
+            _realize(_emit, *_layouts, lambda node: 0),
             accepts=_accepts(*_layouts),
             layer=lambda node: "conv",
             weights=lambda node: {1: 0},
