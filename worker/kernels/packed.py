@@ -291,7 +291,7 @@ def conv2d_nchw(
     isa: ISA,
 ) -> Kernel:
     """NCHW x OIHW -> NCHW conv2d (groups=1): int8 -> int32 on the ISA's dot products, float32 on FMA."""
-    n, c, h, w = data_shape
+    n, _, h, w = data_shape
     o, _, kh, kw = weight_oihw.shape
     pt, pl, pb, pr = padding
     sh, sw = strides
@@ -300,18 +300,8 @@ def conv2d_nchw(
     ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
     packed, correction, dot_product = pack_weights(weight_oihw.transpose(0, 2, 3, 1), isa)  # O, KH, KW, C
     ob, kg = packed.shape[0], packed.shape[3]
-    cp = kg * dot_product.k_lanes
-    in_dtype, acc = str(weight_oihw.dtype), dot_product.acc_dtype
-
-    data = te.placeholder((n, c, h, w), in_dtype, name="data")
-    wpk = te.placeholder(packed.shape, dot_product.weight_dtype, name="weight_packed")
-
-    def prepare(b, y, x, ch):
-        inside = tvm.tirx.all(y >= pt, y < h + pt, x >= pl, x < w + pl, ch < c)
-        value = tvm.tirx.if_then_else(inside, data[b, ch, y - pt, x - pl], tvm.tirx.const(0, in_dtype))
-        return _to_operand(value, dot_product)
-
-    prep = te.compute((n, h + pt + pb, w + pl + pr, cp), prepare, name="prepare", attrs={PREPARE: 1})
+    data, wpk, prep = _nhwc_operands(data_shape, padding, packed, dot_product, str(weight_oihw.dtype))
+    acc = dot_product.acc_dtype
     ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
     rg, rl, k_axes = _k_axes(kg, dot_product)
     dot = te.compute(
@@ -331,11 +321,76 @@ def conv2d_nchw(
         dot,
         (n, o, oh, ow),
         lambda b, ch, y, x: (b, ch // isa.lanes, y, x, ch % isa.lanes),
+        lambda b, ch, y, x: (ch,),
         packed,
         correction,
         isa,
         dot_product,
     )
+
+
+def conv2d_transpose_nchw(data_shape: tuple[int, int, int, int], weight_iohw: np.ndarray, isa: ISA) -> Kernel:
+    """NCHW x IOHW -> NCHW conv2d_transpose whose stride equals its kernel (groups=1, no padding):
+    the upsampling of segmentation and detection heads. Its windows do not overlap, so output pixel
+    (y, x) is input pixel (y // s, x // s) times the weights of offset (y % s, x % s): the loop nest
+    and register tile of a 1x1 conv over the output pixels, so the epilogue is computed in the tile
+    as for a conv. TVM's lowering instead reduces over the zero-dilated input (3/4 zeros at s = 2)."""
+    n, _, h, w = data_shape
+    _, o, sh, sw = weight_iohw.shape
+    packed, _, dot_product = pack_weights(weight_iohw.transpose(1, 2, 3, 0), isa)  # O, a, b, C
+    # each output pixel reads the weights of one offset: the uint8 shift's correction is per (o, a, b)
+    correction = (dot_product.shift * weight_iohw.astype(np.int64).sum(axis=0)).astype(np.int32)
+    ob, kg = packed.shape[0], packed.shape[3]
+    data, wpk, prep = _nhwc_operands(data_shape, (0, 0, 0, 0), packed, dot_product, str(weight_iohw.dtype))
+    acc = dot_product.acc_dtype
+    rg, rl, k_axes = _k_axes(kg, dot_product)
+    dot = te.compute(
+        (n, ob, h * sh, w * sw, isa.lanes),
+        lambda b, q, y, x, lane: te.sum(
+            prep[b, y // sh, x // sw, rg * dot_product.k_lanes + rl].astype(acc)
+            * wpk[q, y % sh, x % sw, rg, lane, rl].astype(acc),
+            axis=k_axes,
+        ),
+        name="dot",
+        attrs=_annotations(
+            isa.intrinsic(dot_product), _register_tile(w * sw, ob, isa.accumulators), (3, 1, 3), dot_product
+        ),
+    )
+    return _write_back(
+        [data, wpk],
+        dot,
+        (n, o, h * sh, w * sw),
+        lambda b, ch, y, x: (b, ch // isa.lanes, y, x, ch % isa.lanes),
+        lambda b, ch, y, x: (ch, y % sh, x % sw),
+        packed,
+        correction,
+        isa,
+        dot_product,
+    )
+
+
+def _nhwc_operands(
+    data_shape: tuple[int, int, int, int],
+    padding: tuple[int, int, int, int],
+    packed: np.ndarray,
+    dot_product: DotProduct,
+    in_dtype: str,
+) -> tuple[te.Tensor, te.Tensor, te.Tensor]:
+    """The NCHW data and packed weight placeholders, and the data re-laid as padded NHWC operands
+    with the channels padded to whole k groups."""
+    n, c, h, w = data_shape
+    pt, pl, pb, pr = padding
+    cp = packed.shape[-3] * dot_product.k_lanes
+    data = te.placeholder((n, c, h, w), in_dtype, name="data")
+    wpk = te.placeholder(packed.shape, dot_product.weight_dtype, name="weight_packed")
+
+    def prepare(b, y, x, ch):
+        inside = tvm.tirx.all(y >= pt, y < h + pt, x >= pl, x < w + pl, ch < c)
+        value = tvm.tirx.if_then_else(inside, data[b, ch, y - pt, x - pl], tvm.tirx.const(0, in_dtype))
+        return _to_operand(value, dot_product)
+
+    prep = te.compute((n, h + pt + pb, w + pl + pr, cp), prepare, name="prepare", attrs={PREPARE: 1})
+    return data, wpk, prep
 
 
 def matmul(a_shape: tuple[int, int], weight_kn: np.ndarray, isa: ISA) -> Kernel:
@@ -374,6 +429,7 @@ def matmul(a_shape: tuple[int, int], weight_kn: np.ndarray, isa: ISA) -> Kernel:
         dot,
         (m, nn),
         lambda i, j: (j // isa.lanes, i, j % isa.lanes),
+        lambda i, j: (j,),
         packed,
         correction,
         isa,
@@ -386,16 +442,17 @@ def _write_back(
     dot: te.Tensor,
     shape: tuple[int, ...],
     index: Callable[..., tuple],
+    corrected: Callable[..., tuple],
     packed: np.ndarray,
     correction: np.ndarray,
     isa: ISA,
     dot_product: DotProduct,
 ) -> Kernel:
     """The output in the op's own layout (`index`: output index -> accumulator index), minus the
-    uint8 shift's correction where there is one."""
+    uint8 shift's correction where there is one (`corrected`: output index -> correction index)."""
     if not dot_product.shift:
         out = te.compute(shape, lambda *i: dot[index(*i)], name="out")
         return _kernel([*inputs, out], [packed], isa, dot_product)
-    corr = te.placeholder((shape[1],), "int32", name="correction")  # channels: axis 1 of both ops
-    out = te.compute(shape, lambda *i: dot[index(*i)] - corr[i[1]], name="out")
+    corr = te.placeholder(correction.shape, "int32", name="correction")
+    out = te.compute(shape, lambda *i: dot[index(*i)] - corr[corrected(*i)], name="out")
     return _kernel([*inputs, corr, out], [packed, correction], isa, dot_product)

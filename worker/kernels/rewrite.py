@@ -1,4 +1,5 @@
-"""Relax rewrite: conv2d / matmul with constant weights -> call_tir to the packed kernels.
+"""Relax rewrite: conv2d / conv2d_transpose / matmul with constant weights -> call_tir to the packed
+kernels.
 
 Runs before legalization, on the plain Relax ops the quantizer's realize step (int8 x int8 ->
 int32) or the ONNX importer (float32) emits. Only calls whose every property the kernels support
@@ -21,6 +22,7 @@ from worker.kernels import intrin, packed
 from worker.kernels.isa import FMA32, ISA
 
 _CONV2D = tvm.ir.Op.get("relax.nn.conv2d")
+_CONV2D_TRANSPOSE = tvm.ir.Op.get("relax.nn.conv2d_transpose")
 _MATMUL = tvm.ir.Op.get("relax.matmul")
 #: The global symbol of every packed kernel: ISA entry, dot product, a counter.
 KERNEL_NAME = re.compile(r"tvmq_(?P<isa>[a-z0-9]+)_(?P<dot>[a-z0-9]+)_kernel_(?P<n>\d+)")
@@ -105,7 +107,8 @@ class _PackedRewriter(relax.PyExprMutator):
         args = [data, *(relax.const(c) for c in kernel.constants)]
         return relax.call_tir(gvar, args, relax.TensorType(out_shape, kernel.dot.acc_dtype))
 
-    def _conv2d(self, call: relax.Call) -> relax.Expr | None:
+    def _operands(self, call: relax.Call, kernel_layout: str) -> tuple[tuple[int, ...], np.ndarray] | None:
+        """(data shape, constant weight) of a conv the kernels take: static, NCHW, our dtypes."""
         attrs = call.attrs
         data, weight = call.args
         shape, w = _static_shape(data), _constant(weight, data.ty.dtype)
@@ -114,9 +117,18 @@ class _PackedRewriter(relax.PyExprMutator):
             or w is None
             or str(data.ty.dtype) not in self.dtypes
             or not _supported_dtypes(call, data)
-            or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW")
+            or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", kernel_layout, "NCHW")
         ):
             return None
+        return shape, w
+
+    def _conv2d(self, call: relax.Call) -> relax.Expr | None:
+        attrs = call.attrs
+        operands = self._operands(call, "OIHW")
+        if operands is None:
+            return None
+        shape, w = operands
+        data = call.args[0]
         if int(attrs.groups) != 1:
             return _grouped_int8_in_float(call, w) if str(data.ty.dtype) == "int8" else None
         pad = _ints(attrs.padding)
@@ -124,6 +136,24 @@ class _PackedRewriter(relax.PyExprMutator):
         kernel = packed.conv2d_nchw(shape, w, _ints(attrs.strides), pad, _ints(attrs.dilation), self.isa)
         out_shape = _static_shape(call)
         return None if out_shape is None else self._emit_kernel(kernel, data, out_shape)
+
+    def _conv2d_transpose(self, call: relax.Call) -> relax.Expr | None:
+        """Only the non-overlapping kind (stride = kernel, no padding): see packed.conv2d_transpose_nchw."""
+        attrs = call.attrs
+        operands = self._operands(call, "IOHW")
+        out_shape = _static_shape(call)
+        if operands is None or out_shape is None:
+            return None
+        shape, w = operands
+        if (
+            int(attrs.groups) != 1
+            or _ints(attrs.strides) != tuple(w.shape[2:])
+            or any(_ints(attrs.padding))
+            or any(_ints(attrs.output_padding))
+            or any(d != 1 for d in _ints(attrs.dilation))
+        ):
+            return None
+        return self._emit_kernel(packed.conv2d_transpose_nchw(shape, w, self.isa), call.args[0], out_shape)
 
     def _matmul(self, call: relax.Call) -> relax.Expr | None:
         a, b = call.args
@@ -141,9 +171,8 @@ class _PackedRewriter(relax.PyExprMutator):
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        rule = (
-            self._conv2d if call.op.same_as(_CONV2D) else self._matmul if call.op.same_as(_MATMUL) else None
-        )
+        rules = {_CONV2D: self._conv2d, _CONV2D_TRANSPOSE: self._conv2d_transpose, _MATMUL: self._matmul}
+        rule = next((r for op, r in rules.items() if call.op.same_as(op)), None)
         new = rule(call) if rule is not None else None
         return call if new is None else new
 
