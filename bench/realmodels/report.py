@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bench.realmodels.runner import LATENCY_ROUNDS, LATENCY_RUNS
+from bench.realmodels.runner import LATENCY_ROUNDS, LATENCY_RUNS, TVMQ_FLOAT
 
 ORT_INT8 = (("ort_int8_per_tensor", "ORT int8 per-tensor"), ("ort_int8_per_channel", "ORT int8 per-channel"))
 HEADER = (
     "model",
     "load",
     "ORT fp32 ms",
+    "tvmq float ms",
     "ORT int8 per-tensor",
     "ORT int8 per-channel",
     "tvmq qconfig",
@@ -75,11 +76,17 @@ def _search(s: dict[str, Any]) -> str:
 def rows(result: dict[str, Any], qconfig_names: list[str]) -> list[list[str]]:
     name = result["model"]
     if "error" in result and not result.get("engines"):
-        return [[name, "", "—", "—", "—", "", f"failed: {short(result['error'])}", "", "", "", "", ""]]
+        return [[name, "", "—", "—", "—", "—", "", f"failed: {short(result['error'])}", "", "", "", "", ""]]
     engines = result.get("engines", {})
     fp32 = engines.get("ort_fp32")
     load = f"{fp32['load_average'][0]:.1f}" if fp32 else ""
-    head = [name, load, _ms(fp32), *(_ort_int8(engines.get(key)) for key, _ in ORT_INT8)]
+    head = [
+        name,
+        load,
+        _ms(fp32),
+        _ms(engines.get(TVMQ_FLOAT)),
+        *(_ort_int8(engines.get(key)) for key, _ in ORT_INT8),
+    ]
     out = []
     for i, qname in enumerate(qconfig_names):
         entry = engines.get(f"tvmq:{qname}")
@@ -87,7 +94,7 @@ def rows(result: dict[str, Any], qconfig_names: list[str]) -> list[list[str]]:
         cosine = entry.get("cosine") if entry else None
         out.append(
             [
-                *(head if i == 0 else ["", "", "", "", ""]),
+                *(head if i == 0 else [""] * len(head)),
                 qname,
                 _outcome(entry),
                 _metric(entry),
@@ -148,7 +155,8 @@ def markdown(run: dict[str, Any]) -> str:
             f"{run['samples']} evaluation inputs per model (calibration: as many, disjoint); "
             "cosine is taken over the raw outputs of all of them. `ops kept float` and `build s` come from "
             "`tvmq quantize` (report.json: ops of its float fallback group; wall time of the whole command, "
-            "with its float baseline build and its own verification).",
+            "with its float baseline build and its own verification). `tvmq float ms`: the float build "
+            "`tvmq quantize` makes as its baseline (`float_model.so`), timed with the others.",
             "",
             table(run["results"], names),
             "",

@@ -27,6 +27,8 @@ from bench.realmodels.registry import MODELS
 from bench.timing import interleaved_ms
 
 LATENCY_ROUNDS, LATENCY_RUNS = 3, 5
+#: the engine name of tvmq's own float build (float_model.so of the first tvmq qconfig built)
+TVMQ_FLOAT = "tvmq_float"
 
 
 def onnx_inputs(path: Path) -> list[str]:
@@ -158,6 +160,18 @@ class ModelRun:
                 return outcome, engines.tvm_runner(out / "model.so", input_names) if outcome.ok else None
 
             self.engine(f"tvmq:{qname}", make_tvmq, model)
+            if (out / "float_model.so").exists() and TVMQ_FLOAT not in self.result["engines"]:
+                # the float build tvmq quantize made as its baseline: the "never slower than our
+                # float build" figure, timed beside the others (one per model: it is the same
+                # model whatever the qconfig)
+                self.engine(
+                    TVMQ_FLOAT,
+                    lambda out=out: (
+                        engines.Outcome("ok", info={"from": out.name}),
+                        engines.tvm_runner(out / "float_model.so", input_names),
+                    ),
+                    model,
+                )
         self.time_engines()
         self.result["current"] = None
         self.save()
