@@ -35,9 +35,7 @@ def _transpose(
         if dtype == "int8":
             w = rng.integers(-weight_limit - 1, weight_limit + 1, size=w_shape).astype(np.int8)
             w.flat[:4] = [-128, -128, 127, 127] if weight_limit == 127 else w.flat[:4]
-            y = bb.emit(
-                relax.op.nn.conv2d_transpose(x, relax.const(w), strides, padding, out_dtype="int32")
-            )
+            y = bb.emit(relax.op.nn.conv2d_transpose(x, relax.const(w), strides, padding, out_dtype="int32"))
             if epilogue:  # realize's int32 requantize: bias, clamp so the multiply cannot overflow, shift
                 bias = rng.integers(-5000, 5000, size=(1, out_channels, 1, 1)).astype(np.int32)
                 y = bb.emit(relax.op.nn.relu(relax.op.add(y, relax.const(bias))))

@@ -5,7 +5,9 @@ float32 conv2d/matmul with constant weights become calls to packed kernels (int8
 int8 instruction set the target has, worker/kernels/isa.py: AVX-512 VNNI, AVX-VNNI, AVX-512BW,
 AVX2; float32 on FMA at that entry's vector width); after FuseTIR, a fused function holding a
 packed kernel is scheduled with its epilogue inside the register tile (packed.schedule_fused) and
-every other PrimFunc gets our generic CPU schedule (tiling, vectorization, parallel loops).
+every other PrimFunc gets our generic CPU schedule (tiling, vectorization, parallel loops). Float
+exp, erf, tanh, sigmoid and softmax run on vectorizable approximations, int32 floor division
+exactly in float64 (worker/kernels/legalize.py).
 Everything else is TVM's default lowering.
 """
 
@@ -15,7 +17,7 @@ import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
-from worker.kernels import isa
+from worker.kernels import isa, legalize
 from worker.kernels.rewrite import rewrite_packed
 from worker.kernels.schedule import schedule_cpu
 
@@ -36,7 +38,7 @@ def relax_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
                     *front,
                     relax.transform.FoldConstant(),
                     *cpu_generic.library_dispatch_passes(target),
-                    *cpu_generic.legalize_passes(target),
+                    *legalize.legalize_passes(),
                     schedule_cpu,
                     *cpu_generic.dataflow_lower_passes(target),
                     *cpu_generic.finalize_passes(target),

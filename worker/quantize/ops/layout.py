@@ -1,7 +1,11 @@
 """Data-movement ops: the integers move, the scale stays. concat brings its parts to one scale.
 
-A per-channel scale cannot follow a reshape or slice through its channel axis, so those ops
-collapse it to per-tensor first; permute_dims permutes the scale with the data.
+A reshape (flatten, squeeze, expand_dims) that keeps the channel axis whole, with the same
+elements before and after it, carries a per-channel scale to that axis: a dense layer's int32
+accumulators reshaped on their way to the next op keep their per-channel scales (collapsing them
+takes an int64 requantize of every element, which AVX2 has no vector multiply for). Any other
+reshape, and a slice, collapses the scale to per-tensor first; permute_dims permutes the scale with
+the data.
 """
 
 from __future__ import annotations
@@ -24,6 +28,32 @@ def _reissue(ctx: RealizeContext, node: Node, first: relax.Expr) -> relax.Expr:
 def _move(ctx: RealizeContext, node: Node) -> QTensor:
     q = ctx.em.per_tensor(ctx.as_quantized(node.call.args[0]))
     return q.with_expr(ctx.em.emit(_reissue(ctx, node, q.expr)))
+
+
+def channel_scale_after_reshape(
+    scale: np.ndarray, in_shape: tuple[int, ...], out_shape: tuple[int, ...]
+) -> np.ndarray | None:
+    """The per-channel `scale` of a tensor of `in_shape` as a scale of the same elements reshaped
+    (row-major) to `out_shape`, or None when the reshape splits or merges the channel axis."""
+    (axis,) = [a for a, n in enumerate(scale.shape) if n > 1] or [None]
+    if axis is None:
+        return None
+    before, size, after = int(np.prod(in_shape[:axis])), in_shape[axis], int(np.prod(in_shape[axis + 1 :]))
+    for b, n in enumerate(out_shape):
+        if n == size and int(np.prod(out_shape[:b])) == before and int(np.prod(out_shape[b + 1 :])) == after:
+            shape = [1] * len(out_shape)
+            shape[b] = size
+            return scale.reshape(shape)
+    return None
+
+
+def _reshape(ctx: RealizeContext, node: Node) -> QTensor:
+    q = ctx.as_quantized(node.call.args[0])
+    if q.per_channel:
+        scale = channel_scale_after_reshape(q.scale, shape_of(node.call.args[0]), shape_of(node.var))
+        if scale is not None:
+            return QTensor(ctx.em.emit(_reissue(ctx, node, q.expr)), q.dtype, scale)
+    return _move(ctx, node)
 
 
 def _permute(ctx: RealizeContext, node: Node) -> QTensor:
@@ -62,8 +92,9 @@ def _rank_preserving(node: Node) -> str | None:
     return None if shape_of(node.var) else "scalar result"
 
 
-for _op in ("reshape", "flatten", "squeeze", "expand_dims", "strided_slice"):
-    register(OpRule(_op, "follow", _move, accepts=_rank_preserving))
+for _op in ("reshape", "flatten", "squeeze", "expand_dims"):
+    register(OpRule(_op, "follow", _reshape, accepts=_rank_preserving))
+register(OpRule("strided_slice", "follow", _move, accepts=_rank_preserving))
 register(OpRule("image.resize2d", "follow", _move, accepts=_resize_accepts))
 register(OpRule("permute_dims", "follow", _permute))
 register(OpRule("split", "follow", _split))
