@@ -1,14 +1,13 @@
 """Our LegalizeOps rules: float transcendental ops on vectorizable approximations, and int32
 floor division exactly in float64.
 
-Float exp / erf / tanh / sigmoid / softmax.
-By default TVM lowers float exp, erf, tanh and sigmoid to one scalar libm call per element, which
-LLVM cannot vectorize: a GELU epilogue on a 64 x 80 x 120 map takes 164 ms (Zen 1). TOPI's fast_exp,
-fast_erf and fast_tanh are polynomial approximations that vectorize (7.9 ms for the same map, at
-most 3.3e-7 from the exact functions); sigmoid is lowered as 1 / (1 + fast_exp(-x)) (a SiLU or a DB
-head's probability map) and softmax as TOPI's fast_softmax. Integer artifacts hold none of these
-ops (their activations are tables built at compile time); float builds and float fallback ops are
-what this speeds up.
+Float exp / erf / tanh / sigmoid / softmax. By default TVM lowers them to one scalar libm call per
+element, which LLVM cannot vectorize: a GELU epilogue on a 64 x 80 x 120 map takes 164 ms (Zen 1).
+TOPI's fast_exp, fast_erf and fast_tanh are polynomial approximations that vectorize (7.9 ms for
+the same map, at most 3.3e-7 from the exact functions); sigmoid is lowered as
+1 / (1 + fast_exp(-x)) (a SiLU or a DB head's probability map) and softmax as TOPI's fast_softmax.
+Integer artifacts hold none of these ops (their activations are tables built at compile time);
+float builds and float fallback ops are what this speeds up.
 
 int32 floor_divide. x86 has no vector integer division: LLVM divides lane by lane with `idiv`
 (the integer softmax divides every element by its row's sum: 1.6 ms of PP-OCRv6 rec's 19). In
