@@ -320,7 +320,7 @@ def conv2d_nchw(
         [data, wpk],
         dot,
         (n, o, oh, ow),
-        lambda b, ch, y, x: (b, ch // isa.lanes, y, x, ch % isa.lanes),
+        _nchw_accumulator(isa),
         lambda b, ch, y, x: (ch,),
         packed,
         correction,
@@ -360,13 +360,18 @@ def conv2d_transpose_nchw(data_shape: tuple[int, int, int, int], weight_iohw: np
         [data, wpk],
         dot,
         (n, o, h * sh, w * sw),
-        lambda b, ch, y, x: (b, ch // isa.lanes, y, x, ch % isa.lanes),
+        _nchw_accumulator(isa),
         lambda b, ch, y, x: (ch, y % sh, x % sw),
         packed,
         correction,
         isa,
         dot_product,
     )
+
+
+def _nchw_accumulator(isa: ISA) -> Callable[..., tuple]:
+    """NCHW output index -> index of the [n, out block, y, x, lane] accumulators."""
+    return lambda b, ch, y, x: (b, ch // isa.lanes, y, x, ch % isa.lanes)
 
 
 def _nhwc_operands(

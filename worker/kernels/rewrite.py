@@ -98,6 +98,11 @@ class _PackedRewriter(relax.PyExprMutator):
         self.isa = isa
         self.dtypes = dtypes
         self.count = 0
+        self.rules = (
+            (_CONV2D, self._conv2d),
+            (_CONV2D_TRANSPOSE, self._conv2d_transpose),
+            (_MATMUL, self._matmul),
+        )
 
     def _emit_kernel(self, kernel: packed.Kernel, data: relax.Expr, out_shape: tuple[int, ...]) -> relax.Expr:
         name = f"tvmq_{kernel.isa.name}_{kernel.dot.name}_kernel_{self.count}"
@@ -171,8 +176,7 @@ class _PackedRewriter(relax.PyExprMutator):
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        rules = {_CONV2D: self._conv2d, _CONV2D_TRANSPOSE: self._conv2d_transpose, _MATMUL: self._matmul}
-        rule = next((r for op, r in rules.items() if call.op.same_as(op)), None)
+        rule = next((r for op, r in self.rules if call.op.same_as(op)), None)
         new = rule(call) if rule is not None else None
         return call if new is None else new
 
